@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STACK := compose/native/stack
+
+.PHONY: venv test unit-test demo bench stack-up stack-down stack-status clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Unit tests only: no services needed.
+unit-test: venv
+	$(BIN)/pytest -q tests/unit
+
+# Starts the native stack unless it is already running, runs every test, stops what it started.
+test: venv
+	$(STACK) with -- $(BIN)/pytest -q tests
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Verbs of the `cdc` CLI, one module per area."""

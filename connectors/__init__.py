@@ -1,0 +1,1 @@
+"""Debezium connector configs and the Kafka Connect REST client."""

@@ -1,0 +1,1 @@
+"""Source side: Binance REST client, poller into PostgreSQL, simulated exchange."""
