@@ -1,0 +1,137 @@
+"""Service fixtures for integration tests.
+
+They read the same CDC_* variables as the CLI (cdc_consumer.config.Settings). A service that cannot be
+reached makes the test FAIL with a message naming it — never skip — so a green run always means the
+real services were exercised. Start them with `make stack-up` (or run `make test`, which does).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from cdc_consumer.config import Settings
+from tests.support import unique_name, wait_until
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _reachable(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _require(name: str, host: str, port: int) -> None:
+    if not _reachable(host, port):
+        pytest.fail(f"{name} is not reachable at {host}:{port} — start the stack with `make stack-up`",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(settings: Settings) -> str:
+    """DSN of the project database (role `cdc`)."""
+    import psycopg
+
+    try:
+        with psycopg.connect(**settings.postgres.connect_kwargs(), connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {settings.postgres.dsn}: {exc}", pytrace=False)
+    return settings.postgres.dsn
+
+
+@pytest.fixture()
+def pg_database(pg_dsn: str, settings: Settings):
+    """A fresh, empty database owned by the test role; dropped (with its replication slots) afterwards."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = unique_name("cdc_t")
+    admin = psycopg.connect(**settings.postgres.connect_kwargs(), autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    params = conninfo_to_dict(pg_dsn)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**params)
+    finally:
+        for (slot,) in admin.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s",
+                                     (name,)).fetchall():
+            admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(settings: Settings) -> str:
+    from confluent_kafka.admin import AdminClient
+
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    _require("Kafka", host, int(port))
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    try:
+        admin.list_topics(timeout=10)
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"Kafka at {settings.kafka_bootstrap} does not answer metadata: {exc}", pytrace=False)
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture()
+def kafka_topic(kafka_bootstrap: str):
+    """A fresh topic name (created by the test as needed); deleted afterwards."""
+    from confluent_kafka.admin import AdminClient
+
+    name = unique_name("t")
+    yield name
+    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([name, f"{name}.dlq"])
+
+
+@pytest.fixture(scope="session")
+def connect_url(settings: Settings) -> str:
+    import requests
+
+    url = urlparse(settings.connect_url)
+    _require("Kafka Connect", url.hostname or "127.0.0.1", url.port or 8083)
+    plugins = wait_until(lambda: requests.get(f"{settings.connect_url}/connector-plugins", timeout=5).json(),
+                         timeout=60, what="Kafka Connect REST API")
+    classes = {p["class"] for p in plugins}
+    if "io.debezium.connector.postgresql.PostgresConnector" not in classes:
+        pytest.fail(f"Kafka Connect at {settings.connect_url} has no Debezium PostgreSQL plugin: {classes}",
+                    pytrace=False)
+    return settings.connect_url
+
+
+@pytest.fixture(scope="session")
+def cassandra_cluster(settings: Settings):
+    from cassandra.cluster import Cluster
+
+    cfg = settings.cassandra
+    _require("Cassandra", cfg.hosts[0], cfg.port)
+    cluster = Cluster(list(cfg.hosts), port=cfg.port, protocol_version=cfg.protocol_version)
+    yield cluster
+    cluster.shutdown()
+
+
+@pytest.fixture()
+def cassandra_session(cassandra_cluster):
+    """A session on a fresh keyspace (SimpleStrategy, RF 1); the keyspace is dropped afterwards."""
+    keyspace = unique_name("t")
+    session = cassandra_cluster.connect()
+    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
+                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    session.set_keyspace(keyspace)
+    try:
+        yield session
+    finally:
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        session.shutdown()

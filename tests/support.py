@@ -1,0 +1,47 @@
+"""Test helpers shared by unit and integration tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fixtures_dir() -> Path:
+    """`../shared/fixtures` beside the clone (CI clones next to shared/)."""
+    for candidate in (FIXTURES, REPO.parent / "shared" / "fixtures", Path("/work/shared/fixtures")):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("shared/fixtures not found beside the repository")
+
+
+def unique_name(prefix: str) -> str:
+    """A short unique identifier, valid in SQL, CQL and Kafka topic names."""
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1,
+               what: str = "condition") -> T:
+    """Poll `predicate` until it returns a truthy value or the deadline passes (then AssertionError).
+
+    Exceptions raised by the predicate count as "not yet"; the last one is reported on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+            last_error = exc
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+        time.sleep(interval)

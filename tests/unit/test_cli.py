@@ -1,0 +1,16 @@
+from click.testing import CliRunner
+
+from cdc_consumer import __version__
+from cdc_consumer.cli import main
+
+
+def test_version_prints_package_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_unknown_verb_is_a_usage_error():
+    result = CliRunner().invoke(main, ["no-such-verb"])
+    assert result.exit_code == 2
+    assert "no-such-verb" in result.output
