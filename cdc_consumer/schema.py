@@ -1,0 +1,64 @@
+"""Applies the project's DDL: `sql/*.sql` to PostgreSQL and `cql/*.cql` to Cassandra, idempotently.
+
+Every statement in those files is written to be re-runnable (IF NOT EXISTS, guarded DO blocks), so
+applying twice is a no-op. CQL files carry no keyspace qualifier: the keyspace is a validated
+identifier created here and selected with USE, which lets tests apply the schema to a fresh keyspace.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from cassandra.cluster import Session
+
+from cdc_consumer.identifiers import validate_identifier
+
+# Files in cql/ that are schema (queries.cql is a query book, not applied).
+CQL_SCHEMA_FILES = ("schema.cql",)
+
+
+def sql_scripts() -> list[tuple[str, str]]:
+    """(file name, text) of every sql/*.sql in name order."""
+    files = sorted((p for p in resources.files("sql").iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    return [(p.name, p.read_text(encoding="utf-8")) for p in files]
+
+
+def cql_statements() -> list[str]:
+    statements: list[str] = []
+    for name in CQL_SCHEMA_FILES:
+        path = resources.files("cql") / name
+        if path.is_file():
+            statements.extend(split_cql(path.read_text(encoding="utf-8")))
+    return statements
+
+
+def split_cql(text: str) -> list[str]:
+    """Statements of a CQL script: comments dropped, split on `;` (our files have none inside strings)."""
+    without_comments = re.sub(r"(--|//)[^\n]*", "", text)
+    without_comments = re.sub(r"/\*.*?\*/", "", without_comments, flags=re.S)
+    return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def apply_sql(conn) -> list[str]:
+    """Run every sql/ script in one transaction; returns the file names applied."""
+    applied = []
+    with conn.transaction():
+        for name, text in sql_scripts():
+            conn.execute(text)
+            applied.append(name)
+    return applied
+
+
+def apply_cql(session: Session, keyspace: str, replication: str | None = None) -> int:
+    """Create the keyspace if missing, then every table/type of cql/schema.cql; returns statements run."""
+    keyspace = validate_identifier(keyspace, what="keyspace")
+    replication = replication or "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    if not re.fullmatch(r"\{[\w\s':,.]*\}", replication):
+        raise ValueError(f"replication {replication!r} is not a CQL replication map")
+    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
+    session.set_keyspace(keyspace)
+    statements = cql_statements()
+    for statement in statements:
+        session.execute(statement, timeout=60)
+    return len(statements) + 1
