@@ -1,0 +1,521 @@
+"""Kafka Connect / Debezium semantics shared by the JSON and Avro decoders (pure, no I/O).
+
+Both wire formats carry the same Connect schema: the JSON converter spells it as `{"type", "name",
+"parameters"}`, the Avro converter as `connect.name` / `connect.parameters` on Avro types. Each decoder
+walks its schema once and asks this module for one converter per field; the converters turn a wire value
+(base64 text in JSON, raw bytes in Avro) into the Python value `events.py` documents. `EnvelopeCodec`
+then turns a decoded payload into a `ChangeEvent`.
+
+Decisions (see also README "Decoding"):
+- An unknown semantic `name` on a known Connect type decodes as that type (Debezium adds names such as
+  `io.debezium.data.Xml` that need nothing more). A known name used wrongly — a Decimal without an integer
+  `scale`, a Date on a string — is a `SchemaError`.
+- Values Python cannot represent exactly are errors, never approximations: a timestamp outside
+  datetime's years 1..9999 (PostgreSQL allows 4713 BC .. 294276 AD and `infinity`), `time` 24:00:00,
+  and sub-microsecond digits of Nano* types raise `InvalidValue`, so the record goes to the DLQ.
+- `io.debezium.data.Json` stays the JSON text (exact; json keeps its whitespace); `Bits` becomes the
+  int whose binary digits are the bit string; `MicroDuration` a timedelta of its microseconds.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import struct
+import uuid
+from datetime import date, datetime, time, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Iterable, Mapping
+
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError, Op, Snapshot, Source
+
+Converter = Callable[[Any], Any]
+
+DECIMAL = "org.apache.kafka.connect.data.Decimal"
+VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
+
+
+class SchemaError(DecodeError):
+    """The record's schema cannot be used (e.g. a Decimal without a scale)."""
+
+
+class InvalidValue(DecodeError):
+    """A value does not match its schema (bad base64, out-of-range timestamp, missing field, ...)."""
+
+
+class Wire(enum.Enum):
+    """How a converter sees bytes and special doubles: JSON sends base64 text and "NaN"; Avro raw values."""
+
+    JSON = "json"
+    AVRO = "avro"
+
+
+class InexactNumber(Exception):
+    """A JSON number arrived as a binary float where an exact decimal is needed (decimal.format=NUMERIC).
+
+    Not a ValueError on purpose: struct decoders let it through so the JSON decoder can re-parse the
+    record with exact numbers.
+    """
+
+
+# ---------------------------------------------------------------------------------------- values
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_MICROS_PER_DAY = 86_400_000_000
+_SPECIAL_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+_FLOAT32 = struct.Struct("<f")
+
+
+def decimal_from_unscaled(unscaled: int, scale: int) -> Decimal:
+    """unscaled × 10^-scale, built from its digits: exact at any precision (no context arithmetic)."""
+    return Decimal(f"{unscaled}E{-scale}")
+
+
+def unscaled_from_bytes(raw: bytes) -> int:
+    """Connect's Decimal bytes: the big-endian two's-complement unscaled integer."""
+    if not raw:
+        raise ValueError("empty decimal bytes")
+    return int.from_bytes(raw, "big", signed=True)
+
+
+def bytes_from_base64(text: str) -> bytes:
+    """Strict base64: bad padding or a stray character is an error, never silently skipped."""
+    return binascii.a2b_base64(text, strict_mode=True)
+
+
+def _utc_datetime(micros: int) -> datetime:
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        raise ValueError(f"{micros} µs since epoch is outside datetime's years 1..9999") from None
+
+
+def _whole_micros(nanos: int) -> int:
+    micros, rest = divmod(nanos, 1000)
+    if rest:
+        raise ValueError(f"{nanos} ns has sub-microsecond digits that datetime cannot hold")
+    return micros
+
+
+def _time_of_day(micros: int) -> time:
+    if not 0 <= micros < _MICROS_PER_DAY:
+        raise ValueError(f"{micros} µs is not a datetime.time (00:00 <= t < 24:00)")
+    seconds, micro = divmod(micros, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return time(hour, minute, second, micro)
+
+
+def _date_from_days(days: int) -> date:
+    try:
+        return date.fromordinal(_EPOCH_ORDINAL + days)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{days} days since epoch is outside date's years 1..9999") from None
+
+
+def _zoned_timestamp(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is timezone.utc:
+        return moment
+    if moment.tzinfo is None:
+        raise ValueError(f"ZonedTimestamp {text!r} has no UTC offset")
+    return moment.astimezone(timezone.utc)
+
+
+def _zoned_time(text: str) -> time:
+    moment = time.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"ZonedTime {text!r} has no UTC offset")
+    return moment
+
+
+def _json_double(value: Any) -> float:
+    if value.__class__ is float:
+        return value
+    if value.__class__ is str:
+        try:
+            return _SPECIAL_FLOATS[value]
+        except KeyError:
+            raise ValueError(f"{value!r} is not a number") from None
+    if value.__class__ is bool:
+        raise ValueError(f"{value!r} is not a number")
+    return float(value)  # an int, or a Decimal when the record was parsed with exact numbers
+
+
+def float32_shortest(value: float) -> float:
+    """A float32 column's value as the shortest decimal that is the same float32 (what Postgres prints).
+
+    Avro hands over the float32's exact binary value and Jackson prints it with up to 9 digits; both
+    normalise to the same Python float here, so the two wire formats decode to identical rows.
+    """
+    if value != value or value in (float("inf"), float("-inf")):
+        return value
+    exact = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    for digits in range(1, 10):
+        candidate = float(f"{exact:.{digits}g}")
+        if _FLOAT32.unpack(_FLOAT32.pack(candidate))[0] == exact:
+            return candidate
+    return exact
+
+
+def _json_float32(value: Any) -> float:
+    return float32_shortest(_json_double(value))
+
+
+# ------------------------------------------------------------------------- schema parameters
+
+def _int_param(params: Mapping[str, Any], key: str, what: str, *, required: bool) -> int | None:
+    raw = params.get(key)
+    if raw is None:
+        if required:
+            raise SchemaError(f"{what} has no '{key}' parameter")
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise SchemaError(f"{what} has a non-integer '{key}' parameter {raw!r}") from None
+
+
+# ----------------------------------------------------------------------- leaf converters
+
+def _decimal_converter(params: Mapping[str, Any], wire: Wire, what: str) -> Converter:
+    scale = _int_param(params, "scale", what, required=True)
+    precision = _int_param(params, "connect.decimal.precision", what, required=False)
+    exponent = f"E{-scale}"
+    from_bytes, a2b_base64 = int.from_bytes, binascii.a2b_base64  # hot path: one call per decimal
+
+    def from_raw(raw: bytes) -> Decimal:
+        if not raw:
+            raise ValueError("empty decimal bytes")
+        digits = str(from_bytes(raw, "big", signed=True))
+        if precision is not None and len(digits) - (digits[0] == "-") > precision:
+            raise ValueError(f"{digits} has more than {precision} digits")
+        return Decimal(digits + exponent)
+
+    if wire is Wire.AVRO:
+        return from_raw
+
+    def from_json(value: Any) -> Decimal:
+        if value.__class__ is str:
+            return from_raw(a2b_base64(value, strict_mode=True))
+        return _decimal_from_number(value, scale)
+
+    return from_json
+
+
+def _decimal_from_number(value: Any, scale: int) -> Decimal:
+    """A Decimal sent as a JSON number (JsonConverter decimal.format=NUMERIC), given its schema scale."""
+    if value.__class__ is float:
+        raise InexactNumber()
+    if value.__class__ is bool or not isinstance(value, (int, Decimal)):
+        raise ValueError(f"{value!r} is neither base64 nor a number")
+    sign, digits, exponent = Decimal(value).as_tuple()
+    if not isinstance(exponent, int):
+        raise ValueError(f"{value!r} is not a finite decimal")
+    if exponent < -scale:
+        raise ValueError(f"{value} has more than {scale} decimal places")
+    return Decimal((sign, digits + (0,) * (exponent + scale), -scale))
+
+
+def _variable_scale_decimal(wire: Wire) -> Converter:
+    to_bytes = bytes_from_base64 if wire is Wire.JSON else bytes
+
+    def convert(value: Mapping[str, Any]) -> Decimal:
+        scale = value["scale"]
+        if scale.__class__ is not int:
+            raise ValueError(f"scale {scale!r} is not an integer")
+        return decimal_from_unscaled(unscaled_from_bytes(to_bytes(value["value"])), scale)
+
+    return convert
+
+
+def _json_bytes(wire: Wire) -> Converter | None:
+    return bytes_from_base64 if wire is Wire.JSON else None
+
+
+def _compose(first: Converter | None, then: Converter) -> Converter:
+    if first is None:
+        return then
+    return lambda value: then(first(value))
+
+
+# semantic name -> (Connect types it may sit on, factory(params, wire, what) -> converter)
+_SEMANTICS: dict[str, tuple[frozenset[str], Callable[[Mapping[str, Any], Wire, str], Converter | None]]] = {}
+
+
+def _semantic(name: str, *types: str):
+    def register(factory):
+        _SEMANTICS[name] = (frozenset(types), factory)
+        return factory
+    return register
+
+
+_semantic(DECIMAL, "bytes")(_decimal_converter)
+_semantic(VARIABLE_SCALE_DECIMAL, "struct")(lambda params, wire, what: _variable_scale_decimal(wire))
+_semantic("io.debezium.time.ZonedTimestamp", "string")(lambda p, w, what: _zoned_timestamp)
+_semantic("io.debezium.time.ZonedTime", "string")(lambda p, w, what: _zoned_time)
+_semantic("io.debezium.time.Timestamp", "int64")(lambda p, w, what: lambda ms: _utc_datetime(ms * 1000))
+_semantic("org.apache.kafka.connect.data.Timestamp", "int64")(lambda p, w, what: lambda ms: _utc_datetime(ms * 1000))
+_semantic("io.debezium.time.MicroTimestamp", "int64")(lambda p, w, what: _utc_datetime)
+_semantic("io.debezium.time.NanoTimestamp", "int64")(lambda p, w, what: lambda ns: _utc_datetime(_whole_micros(ns)))
+_semantic("io.debezium.time.Date", "int32")(lambda p, w, what: _date_from_days)
+_semantic("org.apache.kafka.connect.data.Date", "int32")(lambda p, w, what: _date_from_days)
+_semantic("io.debezium.time.Time", "int32")(lambda p, w, what: lambda ms: _time_of_day(ms * 1000))
+_semantic("org.apache.kafka.connect.data.Time", "int32")(lambda p, w, what: lambda ms: _time_of_day(ms * 1000))
+_semantic("io.debezium.time.MicroTime", "int64")(lambda p, w, what: _time_of_day)
+_semantic("io.debezium.time.NanoTime", "int64")(lambda p, w, what: lambda ns: _time_of_day(_whole_micros(ns)))
+_semantic("io.debezium.time.MicroDuration", "int64")(lambda p, w, what: lambda us: timedelta(microseconds=us))
+_semantic("io.debezium.data.Json", "string")(lambda p, w, what: None)
+_semantic("io.debezium.data.Enum", "string")(lambda p, w, what: None)
+_semantic("io.debezium.data.EnumSet", "string")(lambda p, w, what: None)
+_semantic("io.debezium.data.Uuid", "string")(lambda p, w, what: uuid.UUID)
+_semantic("io.debezium.data.Bits", "bytes")(
+    lambda p, w, what: _compose(_json_bytes(w), lambda raw: int.from_bytes(raw, "little")))
+
+# Connect primitive type (as JsonConverter spells it: "float" is float32, "double" float64) -> converter of its wire value, or None when the wire value is already right
+_PRIMITIVES: dict[str, Callable[[Wire], Converter | None]] = {
+    "int8": lambda wire: None, "int16": lambda wire: None, "int32": lambda wire: None,
+    "int64": lambda wire: None, "boolean": lambda wire: None, "string": lambda wire: None,
+    "double": lambda wire: _json_double if wire is Wire.JSON else None,
+    "float": lambda wire: _json_float32 if wire is Wire.JSON else float32_shortest,
+    "bytes": _json_bytes,
+}
+
+
+def leaf_converter(connect_type: str, name: str | None, params: Mapping[str, Any] | None, wire: Wire,
+                   what: str) -> Converter | None:
+    """The converter for a non-container Connect field (VariableScaleDecimal counts as a leaf).
+
+    `what` names the field for error messages. Returns None when the wire value needs no change.
+    """
+    semantic = _SEMANTICS.get(name) if name else None
+    if semantic is not None:
+        types, factory = semantic
+        if connect_type not in types:
+            raise SchemaError(f"{what}: {name} on a {connect_type} field (expected {'/'.join(sorted(types))})")
+        return factory(params or {}, wire, f"{what} ({name})")
+    primitive = _PRIMITIVES.get(connect_type)
+    if primitive is None:
+        raise SchemaError(f"{what}: unknown Connect type {connect_type!r}")
+    return primitive(wire)
+
+
+def is_semantic_struct(name: str | None) -> bool:
+    """A struct that decodes to one value (VariableScaleDecimal) rather than to a dict."""
+    return name in _SEMANTICS and "struct" in _SEMANTICS[name][0]
+
+
+# ------------------------------------------------------------------ containers and structs
+
+def array_converter(element: Converter | None) -> Converter | None:
+    if element is None:
+        return None
+    return lambda items: [None if item is None else element(item) for item in items]
+
+
+def map_converter(key: Converter | None, value: Converter | None) -> Converter | None:
+    """Connect maps: JSON sends string-keyed maps as objects and others as [[k, v], ...] pairs."""
+    if key is None and value is None:
+        return lambda entries: dict(entries) if isinstance(entries, list) else entries
+
+    def convert_key(k):
+        return k if key is None or k is None else key(k)
+
+    def convert_value(v):
+        return v if value is None or v is None else value(v)
+
+    def convert(entries):
+        pairs = entries.items() if isinstance(entries, dict) else entries
+        return {convert_key(k): convert_value(v) for k, v in pairs}
+
+    return convert
+
+
+def placeholder_form(connect_type: str, wire: Wire, text: str) -> Any:
+    """How Debezium's unavailable-value placeholder looks on the wire in a field of this type."""
+    if connect_type == "bytes":
+        return binascii.b2a_base64(text.encode(), newline=False).decode() if wire is Wire.JSON else text.encode()
+    if connect_type == "array":
+        return [text]
+    return text
+
+
+class StructConverter:
+    """Decodes one struct (row) dict in place: compiled once per schema, called once per record."""
+
+    __slots__ = ("_convert", "_converters", "_describe", "_placeholders", "_forms", "_fields")
+
+    def __init__(self, fields: Iterable[tuple[str, Converter | None, str, Any]]) -> None:
+        """fields: (name, converter or None, description for errors, the placeholder's wire form)."""
+        fields = list(fields)
+        self._fields = tuple(name for name, *_ in fields)
+        self._converters = {name: conv for name, conv, _, _ in fields}
+        self._convert = tuple((name, conv) for name, conv in self._converters.items() if conv is not None)
+        self._describe = {name: describe for name, _, describe, _ in fields}
+        self._placeholders = {name: form for name, _, _, form in fields}
+        forms: list[Any] = []
+        for form in self._placeholders.values():
+            if form not in forms:
+                forms.append(form)
+        self._forms = tuple(forms)
+
+    def field_converter(self, name: str) -> Converter | None:
+        """The compiled converter of one field (e.g. the envelope's `after`)."""
+        return self._converters.get(name)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        if row.__class__ is not dict:
+            raise InvalidValue(f"expected a struct, got {row!r:.80}")
+        convert = self._convert
+        if self._may_hold_placeholder(row):
+            unavailable = self._mark_unavailable(row)
+            convert = tuple(item for item in convert if item[0] not in unavailable)
+        name = ""
+        try:
+            for name, conv in convert:
+                value = row[name]
+                if value is not None:
+                    row[name] = conv(value)
+        except (ValueError, TypeError, KeyError, OverflowError, ArithmeticError, AttributeError) as exc:
+            raise self._field_error(name, row, exc) from None
+        except DecodeError as exc:  # from a nested struct: prefix this level's field name
+            raise type(exc)(f"{name}.{exc.reason}") from None
+        return row
+
+    def _may_hold_placeholder(self, row: dict[str, Any]) -> bool:
+        values = row.values()
+        for form in self._forms:  # one C-level scan per distinct form; a hit takes the slow path
+            if form in values:
+                return True
+        return False
+
+    def _mark_unavailable(self, row: dict[str, Any]) -> set[str]:
+        """Replace unchanged-TOAST placeholders by UNAVAILABLE (by each field's own wire form)."""
+        names = {name for name in self._fields if name in row and row[name] == self._placeholders[name]}
+        for name in names:
+            row[name] = UNAVAILABLE
+        return names
+
+    def _field_error(self, name: str, row: dict[str, Any], exc: BaseException) -> InvalidValue:
+        if name not in row:
+            return InvalidValue(f"{name}: missing from the payload")
+        detail = str(exc) or type(exc).__name__
+        return InvalidValue(f"{name}: cannot decode {row[name]!r:.80} as {self._describe[name]}: {detail}")
+
+
+def untyped_row(placeholder: str) -> Converter:
+    """Rows without a schema (schemas.enable=false) pass through; only the TOAST placeholder is replaced."""
+    def convert(row: Any) -> Any:
+        if row.__class__ is dict and placeholder in row.values():
+            return {name: UNAVAILABLE if value == placeholder else value for name, value in row.items()}
+        return row
+    return convert
+
+
+# ---------------------------------------------------------------------------------- envelope
+
+_OPS = {op.value: op for op in Op}
+# Debezium < 1.6 sent a boolean; since then a string enum ("false" while streaming).
+_SNAPSHOTS: dict[Any, Snapshot] = {s.value: s for s in Snapshot}
+_SNAPSHOTS.update({True: Snapshot.TRUE, False: Snapshot.FALSE})
+
+
+def source_from(raw: Any) -> Source | None:
+    """The envelope's `source` block (its fields are plain Connect types: no converters needed)."""
+    if raw is None:
+        return None
+    if raw.__class__ is not dict:
+        raise InvalidValue(f"source: expected a struct, got {raw!r:.80}")
+    get = raw.get
+    snapshot = get("snapshot")
+    if snapshot is not None:
+        try:
+            snapshot = _SNAPSHOTS[snapshot]
+        except (KeyError, TypeError):
+            raise InvalidValue(f"source.snapshot: unknown value {snapshot!r}") from None
+    ts_us = get("ts_us")
+    if ts_us is None and get("ts_ms") is not None:
+        ts_us = raw["ts_ms"] * 1000
+    return Source(ts_us=ts_us, lsn=get("lsn"), tx_id=get("txId"), snapshot=snapshot, db=get("db"),
+                  schema=get("schema"), table=get("table"), sequence=get("sequence"))
+
+
+class EnvelopeCodec:
+    """One compiled value schema: turns its payload (already parsed from JSON or Avro) into a ChangeEvent.
+
+    `record` converts a whole payload that is not a change envelope: the BEGIN/END records of the
+    transaction-metadata topic.
+    """
+
+    __slots__ = ("_before", "_after", "_record", "_typed")
+
+    def __init__(self, record: Converter | None, *, typed: bool = True,
+                 before: Converter | None = None, after: Converter | None = None) -> None:
+        if isinstance(record, StructConverter):
+            before = before or record.field_converter("before")
+            after = after or record.field_converter("after")
+        self._record, self._before, self._after, self._typed = record, before, after, typed
+
+    @classmethod
+    def untyped(cls, placeholder: str) -> "EnvelopeCodec":
+        rows = untyped_row(placeholder)
+        return cls(None, typed=False, before=rows, after=rows)
+
+    def event(self, payload: Any, *, topic: str, key: dict[str, Any] | None,
+              headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent:
+        if payload.__class__ is not dict:
+            raise InvalidValue(f"value: expected a struct, got {payload!r:.80}")
+        get = payload.get
+        op = get("op")
+        if op is None:
+            if "status" in payload:  # BEGIN/END on <prefix>.transaction
+                return self._transaction_event(payload, topic, key, headers, partition, offset)
+            raise InvalidValue("value: not a Debezium change event (no 'op' and no transaction 'status')")
+        try:
+            op = _OPS[op]
+        except (KeyError, TypeError):
+            raise InvalidValue(f"op: unknown operation {op!r}") from None
+        ts_us = get("ts_us")
+        if ts_us is None and get("ts_ms") is not None:
+            ts_us = payload["ts_ms"] * 1000
+        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=op, key=key,
+                           before=self._row("before", self._before, get("before")),
+                           after=self._row("after", self._after, get("after")),
+                           source=source_from(get("source")), headers=headers,
+                           tx_block=get("transaction"), typed=self._typed, ts_us=ts_us)
+
+    @staticmethod
+    def _row(part: str, convert: Converter | None, row: Any) -> dict[str, Any] | None:
+        if row is None or convert is None:
+            return row
+        try:
+            return convert(row)
+        except DecodeError as exc:
+            raise type(exc)(f"{part}.{exc.reason}") from None
+
+    def _transaction_event(self, payload, topic, key, headers, partition, offset) -> ChangeEvent:
+        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None,
+                           after=None, source=None, headers=headers,
+                           transaction=self._row("transaction", self._record, payload), typed=self._typed,
+                           ts_us=payload["ts_ms"] * 1000 if payload.get("ts_ms") is not None else None)
+
+
+def tombstone(topic: str, key: dict[str, Any] | None, headers: Mapping[str, bytes | None],
+              partition: int | None, offset: int | None) -> ChangeEvent:
+    """A record with a null value: Kafka compaction's delete marker for `key`."""
+    return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None,
+                       after=None, source=None, headers=headers, tombstone=True)
+
+
+def header_map(headers: Any) -> dict[str, bytes | None]:
+    """confluent-kafka's [(name, bytes), ...] (or a mapping, or None) as {name: bytes}; last one wins."""
+    if not headers:
+        return {}
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {name: value.encode() if isinstance(value, str) else value for name, value in items}
+
+
+def located(exc: DecodeError, topic: str, partition: int | None, offset: int | None) -> DecodeError:
+    """The same error, now naming the record it came from."""
+    return type(exc)(exc.reason, topic=topic, partition=partition, offset=offset)
