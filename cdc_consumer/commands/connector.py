@@ -1,0 +1,264 @@
+"""`cdc register-connector`, `cdc connector status|pause|resume|restart|delete`, `cdc snapshot`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+
+import click
+import orjson
+import psycopg
+from psycopg import sql
+
+from cdc_consumer import pg
+from cdc_consumer.commands.options import connect_url_option, pg_dsn_option, settings
+from cdc_consumer.config import PostgresSettings
+from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
+from connectors import slots
+from connectors.config import ConfigError, diff, load_template, parse_overrides, render
+from connectors.connect_client import (PAUSED, RUNNING, ConnectClient, ConnectError, ConnectorNotFound,
+                                       ConnectorState, trace_head)
+
+# Changing these on a live connector would mix two formats in its topics.
+FORMAT_KEYS = ("key.converter", "value.converter")
+
+
+@contextlib.contextmanager
+def service_errors():
+    """Service failures become one clear line and exit status 1."""
+    try:
+        yield
+    except (ConnectError, pg.ServiceUnavailable, slots.SlotBusy) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except psycopg.Error as exc:
+        raise click.ClickException(f"PostgreSQL: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def timeout_option(default: float):
+    return click.option("--timeout", type=click.FloatRange(min=0), default=default, show_default=True,
+                        help="Seconds to wait.")
+
+
+# --- register --------------------------------------------------------------------------------------
+
+@click.command("register-connector")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Connector template (default: connectors/postgres.json).")
+@click.option("--name", default=None, help="Connector name (default: the template's, cdc-postgres).")
+@connect_url_option
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a property after substitution (repeatable; empty value removes it).")
+@click.option("--wait/--no-wait", default=True, show_default=True,
+              help="Wait until the connector and all its tasks are RUNNING.")
+@timeout_option(120.0)
+@click.option("--force", is_flag=True, help="Allow changing the converters of an existing connector.")
+def register_connector(config_file: str | None, name: str | None, connect_url: str, overrides: tuple[str, ...],
+                       wait: bool, timeout: float, force: bool) -> None:
+    """Validate, then create or update the Debezium connector (idempotent)."""
+    try:
+        desired = render(load_template(config_file), os.environ, overrides=parse_overrides(overrides), name=name)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    client = ConnectClient(connect_url)
+    with service_errors():
+        validation = client.validate(desired.config)
+        if not validation.ok:
+            click.echo(f"connector {desired.name}: config rejected by {validation.connector_class} "
+                       f"({len(validation.errors)} field error(s)):", err=True)
+            for error in validation.errors:
+                for message in error.messages:
+                    click.echo(f"  {error.name}: {message}", err=True)
+            raise SystemExit(1)
+        current = client.get_config(desired.name)
+        changes = diff(current, desired.config)
+        if current is not None and not changes:
+            click.echo(f"connector {desired.name} unchanged")
+        else:
+            _refuse_format_change(desired.name, current, changes, force)
+            created = client.put_config(desired.name, desired.config)
+            if created or current is None:
+                click.echo(f"connector {desired.name} created")
+            else:
+                click.echo(f"connector {desired.name} updated ({len(changes)} change(s)):")
+                for change in changes:
+                    click.echo(f"  {change.describe()}")
+        if wait:
+            _wait_running(client, desired.name, timeout, changes if current is not None else [])
+
+
+def _refuse_format_change(name: str, current, changes, force: bool) -> None:
+    changed = [c.key for c in changes if c.key in FORMAT_KEYS]
+    if current is not None and changed and not force:
+        raise click.ClickException(
+            f"connector {name}: changing {', '.join(changed)} would mix two formats in its topics; "
+            "register under another name and topic.prefix, or pass --force")
+
+
+def _wait_running(client: ConnectClient, name: str, timeout: float, changes=()) -> ConnectorState:
+    """Until the connector and its tasks run (after an update: the tasks reconfigured with the changes)."""
+    started = time.monotonic()
+    state = None
+    while True:
+        with contextlib.suppress(ConnectorNotFound):  # status is 404 for a moment after creation
+            reconfigured = not changes or _tasks_reconfigured(client.task_configs(name), changes)
+            state = client.status(name)
+            if state.failures:
+                _report_failures(state)
+                raise SystemExit(1)
+            if reconfigured and state.running:
+                click.echo(f"connector {name} RUNNING ({len(state.tasks)} task(s)) "
+                           f"after {time.monotonic() - started:.1f}s")
+                return state
+        if time.monotonic() - started >= timeout:
+            seen = f"connector {state.state}, tasks {[t.state for t in state.tasks]}" if state else "no status"
+            raise click.ClickException(f"connector {name} not RUNNING after {timeout:g}s ({seen})")
+        time.sleep(0.2)
+
+
+def _tasks_reconfigured(task_configs: list[dict[str, str]], changes) -> bool:
+    return bool(task_configs) and all(t.get(c.key) == c.new for t in task_configs for c in changes)
+
+
+def _report_failures(state: ConnectorState) -> None:
+    for what, trace in state.failures:
+        click.echo(f"{what} FAILED:", err=True)
+        for line in trace_head(trace).splitlines():
+            click.echo(f"  {line}", err=True)
+
+
+# --- operations on one connector -------------------------------------------------------------------
+
+@click.group()
+def connector() -> None:
+    """Operate a registered connector: status, pause, resume, restart, delete."""
+
+
+@connector.command("status")
+@click.argument("name")
+@connect_url_option
+def connector_status(name: str, connect_url: str) -> None:
+    """Show the connector's and its tasks' states; exit 0 only when all are RUNNING."""
+    from rich.console import Console
+
+    from cdc_consumer.commands.status import connector_table
+    from connectors.health import ConnectorHealth
+
+    with service_errors():
+        state = ConnectClient(connect_url).status(name)
+    Console(highlight=False).print(connector_table(ConnectorHealth(name, state)))
+    if state.failures:
+        _report_failures(state)
+    if not state.running:
+        raise SystemExit(1)
+
+
+@connector.command("pause")
+@click.argument("name")
+@connect_url_option
+@timeout_option(30.0)
+def connector_pause(name: str, connect_url: str, timeout: float) -> None:
+    """Pause the connector and its tasks (the slot stays; WAL accumulates until resumed)."""
+    _change_state(ConnectClient(connect_url), name, "pause", PAUSED, timeout)
+
+
+@connector.command("resume")
+@click.argument("name")
+@connect_url_option
+@timeout_option(30.0)
+def connector_resume(name: str, connect_url: str, timeout: float) -> None:
+    """Resume a paused connector."""
+    _change_state(ConnectClient(connect_url), name, "resume", RUNNING, timeout)
+
+
+def _change_state(client: ConnectClient, name: str, action: str, target: str, timeout: float) -> None:
+    with service_errors():
+        getattr(client, action)(name)
+        deadline = time.monotonic() + timeout
+        while True:
+            state = client.status(name)
+            if state.state == target and all(t.state == target for t in state.tasks):
+                click.echo(f"connector {name} {target}")
+                return
+            if state.failures or time.monotonic() >= deadline:
+                _report_failures(state)
+                raise click.ClickException(f"connector {name} did not reach {target} (is {state.state})")
+            time.sleep(0.2)
+
+
+@connector.command("restart")
+@click.argument("name")
+@connect_url_option
+def connector_restart(name: str, connect_url: str) -> None:
+    """Restart the connector and its failed tasks."""
+    with service_errors():
+        ConnectClient(connect_url).restart(name, include_tasks=True, only_failed=True)
+    click.echo(f"connector {name}: restart requested (connector and failed tasks)")
+
+
+@connector.command("delete")
+@click.argument("name")
+@connect_url_option
+@pg_dsn_option
+@click.option("--drop-slot", is_flag=True, help="Also drop the connector's replication slot in PostgreSQL.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@timeout_option(60.0)
+def connector_delete(name: str, connect_url: str, pg_dsn: str, drop_slot: bool, yes: bool, timeout: float) -> None:
+    """Delete the connector (its offsets stay in Connect; with --drop-slot its slot goes too)."""
+    client = ConnectClient(connect_url)
+    with service_errors():
+        config = client.get_config(name)
+        if config is None:
+            raise click.ClickException(f"connector {name} does not exist on {connect_url}")
+        slot = config.get("slot.name", "")
+        what = f"connector {name}" + (f" and replication slot {slot}" if drop_slot else "")
+        if drop_slot and not slot:
+            raise click.ClickException(f"connector {name} has no slot.name to drop")
+        if not yes:
+            click.confirm(f"Delete {what}?", abort=True)
+        client.delete(name)
+        click.echo(f"connector {name} deleted")
+        if drop_slot:
+            with pg.connect(PostgresSettings(pg_dsn, settings().postgres.password), autocommit=True) as conn:
+                dropped = slots.drop_slot(conn, slot, timeout=timeout)
+            click.echo(f"replication slot {slot} " + ("dropped" if dropped else "did not exist"))
+
+
+# --- snapshot --------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--table", "tables", multiple=True, required=True, metavar="SCHEMA.TABLE",
+              help="Table to re-snapshot (repeatable), e.g. public.klines.")
+@click.option("--type", "snapshot_type", type=click.Choice(["incremental", "blocking"]), default="incremental",
+              show_default=True, help="Debezium snapshot type.")
+@click.option("--signal-table", default="public.cdc_signal", show_default=True,
+              help="The connector's signal.data.collection.")
+@pg_dsn_option
+def snapshot(tables: tuple[str, ...], snapshot_type: str, signal_table: str, pg_dsn: str) -> None:
+    """Re-emit the current rows of tables into Kafka (as `op r` events) without stopping the pipeline.
+
+    Inserts an `execute-snapshot` signal into the connector's signal table; Debezium reads it from the
+    replication stream and snapshots the tables in chunks while streaming goes on.
+    """
+    try:
+        collections = [_qualified(t, "--table") for t in tables]
+        signal = _qualified(signal_table, "--signal-table")
+    except InvalidIdentifier as exc:
+        raise click.UsageError(str(exc)) from exc
+    data = orjson.dumps({"data-collections": [".".join(c) for c in collections], "type": snapshot_type}).decode()
+    signal_id = str(uuid.uuid4())
+    statement = sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(sql.Identifier(*signal))
+    with service_errors():
+        with pg.connect(PostgresSettings(pg_dsn, settings().postgres.password), autocommit=True) as conn:
+            conn.execute(statement, (signal_id, "execute-snapshot", data))
+    click.echo(f"{snapshot_type} snapshot of {', '.join('.'.join(c) for c in collections)} requested "
+               f"(signal {signal_id})")
+
+
+def _qualified(name: str, option: str) -> tuple[str, str]:
+    parts = name.split(".")
+    if len(parts) != 2:
+        raise InvalidIdentifier(f"{option} {name!r}: expected schema.table, e.g. public.klines")
+    return (validate_identifier(parts[0], what=f"schema in {option} {name!r}"),
+            validate_identifier(parts[1], what=f"table in {option} {name!r}"))
