@@ -1,0 +1,473 @@
+"""The YAML mapping: which Cassandra rows a change event of a source table becomes.
+
+Two stages, both at start-up so a bad mapping is one clear error before any record is read:
+  * `load_mapping` parses and checks the file (structure, identifiers, conversion names) into typed
+    specs (no I/O besides reading the file);
+  * `compile_mapping` checks the specs against the Cassandra tables (`describe_tables` reads
+    system_schema) and prepares one INSERT and one DELETE per target table.
+At run time `CompiledMapping.writes(event)` turns one event into `Write`s (values converted, key
+columns checked), raising `UnmappableRecord` for a record that must go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from cassandra.query import UNSET_VALUE
+
+from cdc_consumer.conversions import (
+    CONVERSIONS,
+    DEFAULT_FOR_CQL_TYPE,
+    Conversion,
+    ConversionError,
+)
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op
+from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
+
+ON_DELETE = ("delete", "ignore")
+NULLS_ON_CREATE = ("skip", "write")
+_TOP_LEVEL_KEYS = {"version", "skip_tables", "tables", "anchors"}
+_TABLE_KEYS = {"topics", "targets"}
+_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create"}
+
+
+class MappingError(ValueError):
+    """The mapping file or its fit with the Cassandra schema is wrong (start-up error, exit 2)."""
+
+
+class UnmappableRecord(Exception):
+    """One record cannot be turned into Cassandra rows; it goes to the DLQ with this reason."""
+
+
+# ---------------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    column: str  # Cassandra column
+    sources: tuple[str, ...]  # source columns the conversion reads
+    convert: str | None  # conversion name; None = the default for the column's CQL type
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    table: str
+    columns: tuple[ColumnSpec, ...]
+    on_delete: str = "delete"
+    nulls_on_create: str = "skip"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    source_table: str  # `schema.table`
+    topics: tuple[str, ...]  # globs; empty = any topic
+    targets: tuple[TargetSpec, ...]
+
+    def accepts_topic(self, topic: str) -> bool:
+        return not self.topics or any(fnmatch.fnmatchcase(topic, glob) for glob in self.topics)
+
+
+@dataclass(frozen=True)
+class MappingSpec:
+    tables: dict[str, TableSpec]
+    skip_tables: frozenset[str] = frozenset()
+    origin: str = "<mapping>"
+
+
+def default_mapping_path() -> Path:
+    return Path(str(resources.files("cdc_consumer") / "mapping.yaml"))
+
+
+def load_mapping(path: str | Path | None = None) -> MappingSpec:
+    """Read and check a mapping file (the packaged default when `path` is None)."""
+    path = Path(path) if path is not None else default_mapping_path()
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise MappingError(f"cannot read mapping {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise MappingError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_mapping(document, origin=str(path))
+
+
+def parse_mapping(document: Any, origin: str = "<mapping>") -> MappingSpec:
+    problems: list[str] = []
+    spec = _Parser(problems).mapping(document, origin)
+    if problems:
+        raise MappingError(f"{origin}: invalid mapping:\n  - " + "\n  - ".join(problems))
+    return spec
+
+
+class _Parser:
+    """Collects every problem of a mapping document (so one start-up error lists them all)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(f"{where}: {message}")
+
+    def identifier(self, where: str, name: Any, what: str) -> bool:
+        try:
+            validate_identifier(name, what=what)
+            return True
+        except InvalidIdentifier as exc:
+            self.fail(where, str(exc))
+            return False
+
+    def keys(self, where: str, node: dict, allowed: set[str]) -> None:
+        for key in sorted(set(node) - allowed, key=str):
+            self.fail(where, f"unknown key {key!r} (expected one of {', '.join(sorted(allowed))})")
+
+    def qualified_table(self, where: str, name: Any) -> bool:
+        parts = name.split(".") if isinstance(name, str) else [name]
+        if len(parts) != 2:
+            self.fail(where, f"source table {name!r} must be written schema.table")
+            return False
+        valid = [self.identifier(where, part, "source table name part") for part in parts]  # report each
+        return all(valid)
+
+    def mapping(self, document: Any, origin: str) -> MappingSpec:
+        if not isinstance(document, dict):
+            self.fail("mapping", "must be a YAML mapping with a `tables` key")
+            return MappingSpec({}, origin=origin)
+        self.keys("mapping", document, _TOP_LEVEL_KEYS)
+        if document.get("version", 1) != 1:
+            self.fail("version", f"unsupported mapping version {document.get('version')!r} (expected 1)")
+        skip = document.get("skip_tables") or []
+        if not isinstance(skip, list):
+            self.fail("skip_tables", "must be a list of schema.table names")
+            skip = []
+        for name in skip:
+            self.qualified_table("skip_tables", name)
+        tables_node = document.get("tables")
+        if not isinstance(tables_node, dict) or not tables_node:
+            self.fail("tables", "must map at least one source table (schema.table) to its targets")
+            tables_node = {}
+        tables = {}
+        for name, node in tables_node.items():
+            where = f"tables.{name}"
+            if self.qualified_table(where, name):
+                tables[name] = self.table(where, name, node)
+        overlap = set(tables) & set(skip)
+        if overlap:
+            self.fail("skip_tables", f"{', '.join(sorted(overlap))} both mapped and skipped")
+        return MappingSpec(tables, frozenset(str(s) for s in skip), origin)
+
+    def table(self, where: str, name: str, node: Any) -> TableSpec:
+        if not isinstance(node, dict):
+            self.fail(where, "must be a mapping with `targets`")
+            return TableSpec(name, (), ())
+        self.keys(where, node, _TABLE_KEYS)
+        topics = node.get("topics") or []
+        topics = [topics] if isinstance(topics, str) else topics
+        if not isinstance(topics, list) or not all(isinstance(t, str) and t for t in topics):
+            self.fail(f"{where}.topics", "must be a topic glob or a list of globs")
+            topics = []
+        targets_node = node.get("targets")
+        if not isinstance(targets_node, list) or not targets_node:
+            self.fail(f"{where}.targets", "must be a non-empty list of target tables")
+            targets_node = []
+        targets = tuple(self.target(f"{where}.targets[{i}]", t) for i, t in enumerate(targets_node))
+        seen = [t.table for t in targets]
+        for table in {t for t in seen if seen.count(t) > 1}:
+            self.fail(f"{where}.targets", f"table {table!r} listed twice")
+        return TableSpec(name, tuple(topics), targets)
+
+    def target(self, where: str, node: Any) -> TargetSpec:
+        if not isinstance(node, dict):
+            self.fail(where, "must be a mapping with `table` and `columns`")
+            return TargetSpec("?", ())
+        self.keys(where, node, _TARGET_KEYS)
+        table = node.get("table")
+        self.identifier(f"{where}.table", table, "Cassandra table")
+        on_delete = node.get("on_delete", "delete")
+        if on_delete not in ON_DELETE:
+            self.fail(f"{where}.on_delete", f"{on_delete!r} is not one of {', '.join(ON_DELETE)}")
+        nulls = node.get("nulls_on_create", "skip")
+        if nulls not in NULLS_ON_CREATE:
+            self.fail(f"{where}.nulls_on_create", f"{nulls!r} is not one of {', '.join(NULLS_ON_CREATE)}")
+        columns_node = node.get("columns")
+        if not isinstance(columns_node, dict) or not columns_node:
+            self.fail(f"{where}.columns", "must map Cassandra columns to source columns")
+            columns_node = {}
+        columns = tuple(self.column(f"{where}.columns.{c}", c, spec) for c, spec in columns_node.items())
+        return TargetSpec(str(table), columns, on_delete, nulls)
+
+    def column(self, where: str, column: Any, node: Any) -> ColumnSpec:
+        self.identifier(where, column, "Cassandra column")
+        if isinstance(node, str):
+            node = {"from": node}
+        if not isinstance(node, dict) or "from" not in node:
+            self.fail(where, "must be a source column name or {from: ..., convert: ...}")
+            return ColumnSpec(str(column), (), None)
+        self.keys(where, node, {"from", "convert"})
+        sources = node["from"] if isinstance(node["from"], list) else [node["from"]]
+        for source in sources:
+            self.identifier(f"{where}.from", source, "source column")
+        convert = node.get("convert")
+        if convert is not None:
+            conversion = CONVERSIONS.get(convert)
+            if conversion is None:
+                self.fail(f"{where}.convert", f"unknown conversion {convert!r} "
+                                              f"(known: {', '.join(sorted(CONVERSIONS))})")
+            elif conversion.arity != len(sources):
+                self.fail(where, f"conversion {convert!r} reads {conversion.arity} source column(s), "
+                                 f"got {len(sources)}")
+        elif len(sources) != 1:
+            self.fail(where, "several source columns need a `convert` that combines them")
+        return ColumnSpec(str(column), tuple(str(s) for s in sources), convert)
+
+
+# ------------------------------------------------------------------------------ Cassandra side
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """What compile_mapping needs to know of a Cassandra table (from system_schema.columns)."""
+
+    name: str
+    types: dict[str, str]  # column -> CQL type
+    partition_key: tuple[str, ...]
+    clustering: tuple[str, ...] = ()
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        return self.partition_key + self.clustering
+
+
+def describe_tables(session, keyspace: str) -> dict[str, TableSchema]:
+    """Every table of `keyspace` with its column types and key columns in key order."""
+    keyspace = validate_identifier(keyspace, what="keyspace")
+    rows = session.execute("SELECT table_name, column_name, kind, position, type FROM system_schema.columns "
+                           "WHERE keyspace_name = %s", (keyspace,))
+    columns: dict[str, list] = {}
+    for row in rows:
+        columns.setdefault(row.table_name, []).append(row)
+
+    def key(rows_of_table, kind: str) -> tuple[str, ...]:
+        return tuple(r.column_name for r in sorted((r for r in rows_of_table if r.kind == kind),
+                                                   key=lambda r: r.position))
+
+    return {table: TableSchema(table, {r.column_name: r.type for r in cols}, key(cols, "partition_key"),
+                               key(cols, "clustering"))
+            for table, cols in columns.items()}
+
+
+@dataclass(frozen=True)
+class CompiledColumn:
+    column: str
+    sources: tuple[str, ...]
+    conversion: Conversion
+
+
+@dataclass(slots=True)
+class Write:
+    """One Cassandra row operation: an upsert (values aligned with target.columns) or a delete."""
+
+    target: TargetWriter
+    key: tuple  # primary-key values, in target.primary_key order
+    values: list | None  # None for a delete; UNSET_VALUE leaves a column untouched
+    timestamp: int  # USING TIMESTAMP, µs (source commit time)
+    order: tuple  # newest wins when several writes hit one row in a flush: (ts_us, lsn)
+
+    @property
+    def is_delete(self) -> bool:
+        return self.values is None
+
+    @property
+    def partition(self) -> tuple:
+        return self.key[: self.target.partition_size]
+
+
+@dataclass
+class TargetWriter:
+    """A compiled target table: converts source rows and carries its prepared statements."""
+
+    table: str
+    columns: tuple[CompiledColumn, ...]
+    primary_key: tuple[str, ...]
+    partition_size: int
+    on_delete: str
+    nulls_on_create: str
+    insert: Any = None  # prepared INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
+    delete: Any = None  # prepared DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
+    key_columns: tuple[CompiledColumn, ...] = field(init=False)
+    key_positions: tuple[int, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        by_name = {c.column: i for i, c in enumerate(self.columns)}
+        self.key_positions = tuple(by_name[k] for k in self.primary_key)
+        self.key_columns = tuple(self.columns[i] for i in self.key_positions)
+
+    def upsert(self, row: dict[str, Any], *, create: bool, timestamp: int, order: tuple) -> Write:
+        skip_nulls = create and self.nulls_on_create == "skip"
+        values = [self._value(c, row, skip_nulls) for c in self.columns]
+        key = tuple(values[i] for i in self.key_positions)
+        self._check_key(key, "row")
+        return Write(self, key, values, timestamp, order)
+
+    def delete_of(self, row: dict[str, Any], *, timestamp: int, order: tuple) -> Write:
+        key = tuple(self._value(c, row, False) for c in self.key_columns)
+        self._check_key(key, "before-image of the delete")
+        return Write(self, key, None, timestamp, order)
+
+    def key_of(self, row: dict[str, Any]) -> tuple | None:
+        """The target key a row maps to, or None when the row lacks a key column."""
+        key = tuple(self._value(c, row, False) for c in self.key_columns)
+        return None if any(v is None or v is UNSET_VALUE for v in key) else key
+
+    def _value(self, column: CompiledColumn, row: dict[str, Any], skip_nulls: bool) -> Any:
+        raw = []
+        for source in column.sources:
+            if source not in row:
+                return UNSET_VALUE  # the source table has no such column: leave it alone
+            value = row[source]
+            if value is UNAVAILABLE:
+                return UNSET_VALUE  # unchanged TOASTed column: keep the stored value
+            raw.append(value)
+        if raw[0] is None and column.conversion.arity == 1:
+            return UNSET_VALUE if skip_nulls else None
+        try:
+            return column.conversion.convert(*raw)
+        except ConversionError as exc:
+            raise UnmappableRecord(f"{self.table}.{column.column} <- {', '.join(column.sources)}: {exc}") from exc
+
+    def _check_key(self, key: tuple, what: str) -> None:
+        for column, value in zip(self.key_columns, key):
+            if value is None or value is UNSET_VALUE:
+                hint = (" (a delete's before-image carries only the source key under REPLICA IDENTITY DEFAULT; "
+                        "set REPLICA IDENTITY FULL on the source table)") if what.startswith("before") else ""
+                raise UnmappableRecord(f"{self.table}: key column {column.column} needs "
+                                       f"{', '.join(column.sources)}, which is missing or null in the {what}{hint}")
+
+
+@dataclass
+class CompiledTable:
+    spec: TableSpec
+    targets: tuple[TargetWriter, ...]
+
+
+class CompiledMapping:
+    """Run-time view of the mapping: event -> Writes."""
+
+    def __init__(self, spec: MappingSpec, tables: dict[str, CompiledTable]) -> None:
+        self.spec = spec
+        self.tables = tables
+        self.writers = tuple(w for t in tables.values() for w in t.targets)
+
+    def is_skipped(self, event: ChangeEvent) -> bool:
+        return event.table in self.spec.skip_tables
+
+    def writes(self, event: ChangeEvent) -> list[Write]:
+        """The row operations of a data-change event (op r/c/u/d); raises UnmappableRecord."""
+        table = self._table_for(event)
+        if not event.typed:
+            raise UnmappableRecord("record carries no Connect schema (schemas.enable=false): "
+                                   "its decimals cannot be decoded exactly")
+        source = event.source
+        ts_us = source.ts_us if source is not None and source.ts_us is not None else None
+        if ts_us is None:
+            raise UnmappableRecord("event has no source.ts_us to order its writes by")
+        order = (ts_us, source.lsn or 0)
+        if event.op is Op.DELETE:
+            row = {**(event.key or {}), **{k: v for k, v in (event.before or {}).items() if v is not None}}
+            return [t.delete_of(row, timestamp=ts_us, order=order)
+                    for t in table.targets if t.on_delete == "delete"]
+        if event.after is None:
+            raise UnmappableRecord(f"op {event.op.value if event.op else None!r} event without an after-image")
+        create = event.op in (Op.CREATE, Op.READ)
+        writes = []
+        for target in table.targets:
+            if event.op is Op.UPDATE and event.before and target.on_delete == "delete":
+                writes.extend(self._moved_row(target, event.before, event.after, ts_us, order))
+            writes.append(target.upsert(event.after, create=create, timestamp=ts_us, order=order))
+        return writes
+
+    @staticmethod
+    def _moved_row(target: TargetWriter, before: dict, after: dict, ts_us: int, order: tuple) -> list[Write]:
+        """With a full before-image, an update that changes a column the target key derives from moves the row."""
+        old_key = target.key_of(before)
+        if old_key is None or old_key == target.key_of(after):
+            return []
+        return [target.delete_of(before, timestamp=ts_us, order=order)]
+
+    def _table_for(self, event: ChangeEvent) -> CompiledTable:
+        table = self.tables.get(event.table or "")
+        if table is None:
+            raise UnmappableRecord(f"no mapping for source table {event.table!r}")
+        if not table.spec.accepts_topic(event.topic):
+            raise UnmappableRecord(f"topic {event.topic!r} is not among {', '.join(table.spec.topics)} "
+                                   f"mapped for {event.table}")
+        return table
+
+
+def compile_mapping(spec: MappingSpec, schemas: dict[str, TableSchema],
+                    prepare: Callable[[str], Any] | None = None, keyspace: str | None = None) -> CompiledMapping:
+    """Check the specs against the Cassandra tables and prepare the statements (when `prepare` is given)."""
+    problems: list[str] = []
+    tables = {}
+    for name, table in spec.tables.items():
+        targets = []
+        for index, target in enumerate(table.targets):
+            where = f"tables.{name}.targets[{index}] ({target.table})"
+            writer = _compile_target(where, target, schemas.get(target.table), problems)
+            if writer is not None:
+                targets.append(writer)
+        tables[name] = CompiledTable(table, tuple(targets))
+    if problems:
+        raise MappingError(f"{spec.origin}: mapping does not fit the Cassandra schema"
+                           f"{f' of keyspace {keyspace}' if keyspace else ''}:\n  - " + "\n  - ".join(problems))
+    compiled = CompiledMapping(spec, tables)
+    if prepare is not None:
+        prefix = f"{validate_identifier(keyspace, what='keyspace')}." if keyspace else ""
+        for writer in compiled.writers:
+            writer.insert, writer.delete = (prepare(cql) for cql in statements_for(writer, prefix))
+    return compiled
+
+
+def statements_for(writer: TargetWriter, prefix: str = "") -> tuple[str, str]:
+    """INSERT and DELETE text of a target (identifiers validated at load; values are bind markers)."""
+    names = ", ".join(c.column for c in writer.columns)
+    markers = ", ".join("?" for _ in writer.columns)
+    where = " AND ".join(f"{k} = ?" for k in writer.primary_key)
+    return (f"INSERT INTO {prefix}{writer.table} ({names}) VALUES ({markers}) USING TIMESTAMP ?",
+            f"DELETE FROM {prefix}{writer.table} USING TIMESTAMP ? WHERE {where}")
+
+
+def _compile_target(where: str, target: TargetSpec, schema: TableSchema | None,
+                    problems: list[str]) -> TargetWriter | None:
+    if schema is None:
+        problems.append(f"{where}: Cassandra table {target.table!r} does not exist")
+        return None
+    count = len(problems)
+    columns = []
+    for spec in target.columns:
+        cql_type = schema.types.get(spec.column)
+        if cql_type is None:
+            problems.append(f"{where}: column {spec.column!r} is not in Cassandra table {target.table}")
+            continue
+        name = spec.convert or DEFAULT_FOR_CQL_TYPE.get(cql_type)
+        conversion = CONVERSIONS.get(name or "")
+        if conversion is None:
+            problems.append(f"{where}: column {spec.column} ({cql_type}) needs an explicit `convert`")
+        elif cql_type not in conversion.cql_types:
+            problems.append(f"{where}: conversion {name!r} cannot feed {spec.column} of type {cql_type} "
+                            f"(it feeds {', '.join(sorted(conversion.cql_types))})")
+        else:
+            columns.append(CompiledColumn(spec.column, spec.sources, conversion))
+    mapped = {c.column for c in target.columns}
+    missing = [k for k in schema.primary_key if k not in mapped]
+    if missing:
+        problems.append(f"{where}: key column(s) {', '.join(missing)} of {target.table} are not mapped")
+    if len(problems) > count:
+        return None
+    return TargetWriter(target.table, tuple(columns), schema.primary_key, len(schema.partition_key),
+                        target.on_delete, target.nulls_on_create)
+
