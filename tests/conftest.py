@@ -113,11 +113,11 @@ def connect_url(settings: Settings) -> str:
 
 @pytest.fixture(scope="session")
 def cassandra_cluster(settings: Settings):
-    from cassandra.cluster import Cluster
+    from cdc_consumer.cql_session import cluster_for
 
     cfg = settings.cassandra
     _require("Cassandra", cfg.hosts[0], cfg.port)
-    cluster = Cluster(list(cfg.hosts), port=cfg.port, protocol_version=cfg.protocol_version)
+    cluster = cluster_for(cfg)
     yield cluster
     cluster.shutdown()
 
