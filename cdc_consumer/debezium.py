@@ -294,7 +294,7 @@ def leaf_converter(connect_type: str, name: str | None, params: Mapping[str, Any
         types, factory = semantic
         if connect_type not in types:
             raise SchemaError(f"{what}: {name} on a {connect_type} field (expected {'/'.join(sorted(types))})")
-        return factory(params or {}, wire, f"{what} ({name})")
+        return factory(params or {}, wire, f"{what}: {name}")
     primitive = _PRIMITIVES.get(connect_type)
     if primitive is None:
         raise SchemaError(f"{what}: unknown Connect type {connect_type!r}")
