@@ -61,7 +61,7 @@ def decode(input_file, topic: str | None, from_beginning: bool, max_records: int
         records = _file_records(input_file, base64_bytes=(fmt == "avro"))
     else:
         records = _kafka_records(bootstrap, topic, from_beginning, idle_timeout)
-    failed = _print_decoded(decoder, records, max_records, flush_each=topic is not None)
+    failed = _print_decoded(decoder, records, max_records)
     if failed:
         click.echo(f"{failed} record(s) could not be decoded", err=True)
         sys.exit(1)
@@ -83,21 +83,16 @@ def _make_decoder(fmt: str, registry: str, schemas_file: str | None):
         raise click.BadParameter(str(exc), param_hint="--schemas") from exc
 
 
-def _print_decoded(decoder, records: Iterator[RawRecord | BadLine], max_records: int | None,
-                   *, flush_each: bool) -> int:
-    """Decode and print each record; returns how many failed."""
-    out = click.get_binary_stream("stdout")
+def _print_decoded(decoder, records: Iterator[RawRecord | BadLine], max_records: int | None) -> int:
+    """Decode and print each record (flushed per line: `--topic` output is live); returns how many failed."""
     failed = count = 0
     for record in records:
         document = _decoded_document(decoder, record)
         failed += "error" in document
-        out.write(orjson.dumps(document) + b"\n")
-        if flush_each:
-            out.flush()
+        click.echo(orjson.dumps(document))
         count += 1
         if max_records is not None and count >= max_records:
             break
-    out.flush()
     return failed
 
 
