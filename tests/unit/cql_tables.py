@@ -12,7 +12,7 @@ from importlib import resources
 from cdc_consumer.mapping import TableSchema
 from cdc_consumer.schema import split_cql
 
-_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*)\)", re.S)
+_CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*)\)", re.DOTALL)
 _KEY = re.compile(r"PRIMARY KEY\s*\(\s*(?:\(([^)]*)\)|(\w+))\s*(?:,([^)]*))?\)")
 
 

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
 from cassandra.query import UNSET_VALUE
 
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, Source
-from cdc_consumer.mapping import (MappingError, UnmappableRecord, compile_mapping, load_mapping, parse_mapping,
-                                  statements_for)
+from cdc_consumer.mapping import (
+    MappingError,
+    UnmappableRecord,
+    compile_mapping,
+    load_mapping,
+    parse_mapping,
+    statements_for,
+)
 from tests.unit.cql_tables import cql_table_schemas
 
-UTC = timezone.utc
+UTC = UTC
 TS_US = 1_790_000_000_123_456  # a source commit time
 
 
@@ -105,7 +111,7 @@ class TestDefaultMapping:
         assert write.is_delete and write.key == ("BTCUSDT", date(2024, 3, 5), 1_709_683_140_000, 42)
 
     def test_an_update_that_moves_the_target_key_deletes_the_old_row(self, mapping):
-        old = {"symbol": "BTCUSDT", "trade_id": 42, "price": Decimal("1"), "qty": Decimal("1"),
+        old = {"symbol": "BTCUSDT", "trade_id": 42, "price": Decimal(1), "qty": Decimal(1),
                "trade_time": datetime(2024, 3, 5, tzinfo=UTC)}
         new = {**old, "trade_time": datetime(2024, 3, 6, tzinfo=UTC)}
         writes = mapping.writes(event("public.trades", Op.UPDATE, before=old, after=new))

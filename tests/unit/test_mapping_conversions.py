@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
 from cdc_consumer.conversions import CONVERSIONS, ConversionError
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def convert(name, *values):

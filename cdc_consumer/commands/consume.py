@@ -1,0 +1,170 @@
+"""`cdc consume`: Debezium topics -> Cassandra time-series tables, exactly once in effect.
+
+Start-up checks everything before reading a record: the mapping file, its fit with the Cassandra tables
+(system_schema), the DLQ topic template. A wrong mapping exits 2 with every problem listed.
+SIGTERM / Ctrl-C: drain in-flight writes, commit, leave the group, exit 0 (1 if the drain timed out).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+import orjson
+from cassandra.policies import ConstantReconnectionPolicy
+
+from cdc_consumer import cql_session
+from cdc_consumer.commands.options import (
+    cassandra_options,
+    kafka_option,
+    registry_option,
+    settings,
+)
+from cdc_consumer.config import CassandraSettings
+from cdc_consumer.consumer import (
+    DEFAULT_TOPICS,
+    ON_TRUNCATE,
+    ChangeConsumer,
+    ConsumerSettings,
+)
+from cdc_consumer.dlq import DEFAULT_TOPIC_TEMPLATE, DeadLetterQueue, dlq_topic
+from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
+from cdc_consumer.mapping import (
+    MappingError,
+    compile_mapping,
+    describe_tables,
+    load_mapping,
+)
+from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.pg import ServiceUnavailable
+from cdc_consumer.sink import CassandraSink
+
+log = logging.getLogger("cdc_consumer.consume")
+
+
+class StartupError(click.ClickException):
+    """A configuration problem found before consuming (mapping, schema, options): exit 2."""
+
+    exit_code = 2
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line; `extra` fields of progress lines become keys."""
+
+    _STANDARD = frozenset(vars(logging.makeLogRecord({})))
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+                 "logger": record.name, "message": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items() if k not in self._STANDARD and k != "message"})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def make_decoder(fmt: str, registry: str):
+    """The decode callable `(topic, key, value, headers, partition, offset) -> ChangeEvent`."""
+    if fmt == "avro":
+        from cdc_consumer.avro import (
+            AvroDecoder,  # imported lazily: only Avro users need the registry client
+        )
+
+        return AvroDecoder(registry).decode
+    from cdc_consumer.decoder import Decoder
+
+    return Decoder().decode
+
+
+def _configure_logging(log_format: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:
+        logging.basicConfig(level=logging.INFO)
+    if log_format == "json":
+        for handler in root.handlers:
+            handler.setFormatter(JsonLogFormatter())
+    for noisy in ("cassandra", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@click.command()
+@kafka_option
+@cassandra_options
+@registry_option
+@click.option("--group", default="cdc-consume", show_default=True, envvar="CDC_CONSUMER_GROUP",
+              help="Kafka consumer group (several processes in one group share the partitions).")
+@click.option("--topics", default=DEFAULT_TOPICS, show_default=True,
+              help="Comma-separated topics; an entry starting with ^ is a regular expression.")
+@click.option("--mapping", "mapping_file", type=click.Path(dir_okay=False), default=None,
+              help="Mapping YAML (default: the packaged cdc_consumer/mapping.yaml).")
+@click.option("--format", "fmt", type=click.Choice(["json", "avro"]), default="json", show_default=True,
+              help="Converter the connector uses (avro needs --registry).")
+@click.option("--dlq-topic", "dlq_template", default=DEFAULT_TOPIC_TEMPLATE, show_default=True,
+              help="Dead-letter topic template; {topic} is the source topic.")
+@click.option("--on-truncate", type=click.Choice(ON_TRUNCATE), default="ignore", show_default=True,
+              help="A TRUNCATE event: log and skip it, or park it in the DLQ.")
+@click.option("--from-beginning", is_flag=True,
+              help="Replay assigned partitions from their first offset (writes are idempotent).")
+@click.option("--batch-size", type=click.IntRange(1, 100000), default=2000, show_default=True,
+              help="Records per poll and at most per Cassandra flush.")
+@click.option("--max-in-flight", type=click.IntRange(1, 1024), default=32, show_default=True,
+              help="Cassandra requests awaiting acknowledgement at most.")
+@click.option("--max-batch-rows", type=click.IntRange(1, 1000), default=25, show_default=True,
+              help="Rows per single-partition UNLOGGED batch at most.")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--progress-every", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Seconds between progress lines (events/s, lag, DLQ count); 0 = none.")
+@click.option("--drain-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Seconds to wait for in-flight writes on shutdown or partition revoke.")
+def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, registry: str, group: str, topics: str,
+            mapping_file: str | None, fmt: str, dlq_template: str, on_truncate: str, from_beginning: bool,
+            batch_size: int, max_in_flight: int, max_batch_rows: int, metrics_port: int | None, log_format: str,
+            progress_every: float, drain_timeout: float) -> None:
+    """Apply Debezium change events from Kafka to the Cassandra tables of the mapping."""
+    _configure_logging(log_format)
+    try:
+        keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
+        dlq_topic(dlq_template, "x")
+        spec = load_mapping(mapping_file)
+        decode = make_decoder(fmt, registry)
+    except ImportError as exc:
+        raise StartupError(f"--format {fmt} is not available: {exc}") from exc
+    except (InvalidIdentifier, MappingError, ValueError) as exc:
+        raise StartupError(str(exc)) from exc
+    base = settings()
+    cfg = CassandraSettings(tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip()),
+                            base.cassandra.port, keyspace, base.cassandra.protocol_version)
+    try:
+        cluster, session = cql_session.connect(cfg)
+    except ServiceUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    cluster.reconnection_policy = ConstantReconnectionPolicy(1.0)  # come back quickly after an outage
+    try:
+        schemas = describe_tables(session, keyspace)
+        if not schemas:
+            raise StartupError(f"Cassandra keyspace {keyspace!r} has no tables (run `cdc init`)")
+        try:
+            mapping = compile_mapping(spec, schemas, session.prepare, keyspace)
+        except MappingError as exc:
+            raise StartupError(str(exc)) from exc
+        metrics = ConsumerMetrics()
+        if metrics_port:
+            metrics.serve(metrics_port)
+        consumer = ChangeConsumer(
+            ConsumerSettings(bootstrap, group, tuple(t.strip() for t in topics.split(",") if t.strip()),
+                             from_beginning, batch_size, on_truncate=on_truncate, drain_timeout=drain_timeout,
+                             progress_every=progress_every),
+            decode, mapping,
+            CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
+            DeadLetterQueue(bootstrap, topic_template=dlq_template), metrics)
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        drained = consumer.run(stop)
+    finally:
+        cluster.shutdown()
+    if not drained:
+        raise SystemExit(1)
