@@ -11,6 +11,7 @@ from cassandra.query import UNSET_VALUE
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, Source
 from cdc_consumer.mapping import (
     MappingError,
+    TableSchema,
     UnmappableRecord,
     compile_mapping,
     load_mapping,
@@ -19,7 +20,6 @@ from cdc_consumer.mapping import (
 )
 from tests.unit.cql_tables import cql_table_schemas
 
-UTC = UTC
 TS_US = 1_790_000_000_123_456  # a source commit time
 
 
@@ -155,14 +155,14 @@ class TestDefaultMapping:
             assert mapping.writes(event("public.ticker_24h", Op.CREATE, after=TICKER, topic=topic))
 
 
+TOAST_DOC = {"tables": {"public.toast_demo": {"topics": ["crypto.*"], "targets": [
+    {"table": "toast", "columns": {"id": "id", "payload": "payload"}}]}}}
+
+
 class TestTopicGlobs:
-    DOC = {"tables": {"public.toast_demo": {"topics": ["crypto.*"], "targets": [
-        {"table": "toast", "columns": {"id": "id", "payload": "payload"}}]}}}
 
     def test_a_table_restricted_to_topics_rejects_other_topics(self):
-        from cdc_consumer.mapping import TableSchema
-
-        compiled = compile_mapping(parse_mapping(self.DOC), {"toast": TableSchema(
+        compiled = compile_mapping(parse_mapping(TOAST_DOC), {"toast": TableSchema(
             "toast", {"id": "int", "payload": "text"}, ("id",))})
         row = {"id": 1, "payload": "x"}
         assert compiled.writes(event("public.toast_demo", Op.CREATE, after=row, topic="crypto.public.toast_demo"))
@@ -170,9 +170,7 @@ class TestTopicGlobs:
             compiled.writes(event("public.toast_demo", Op.CREATE, after=row, topic="cdc.public.toast_demo"))
 
     def test_conversions_default_to_the_column_type(self):
-        from cdc_consumer.mapping import TableSchema
-
-        compiled = compile_mapping(parse_mapping(self.DOC), {"toast": TableSchema(
+        compiled = compile_mapping(parse_mapping(TOAST_DOC), {"toast": TableSchema(
             "toast", {"id": "int", "payload": "text"}, ("id",))})
         assert [c.conversion.name for c in compiled.writers[0].columns] == ["int", "text"]
 

@@ -9,7 +9,6 @@ import pytest
 
 from cdc_consumer.conversions import CONVERSIONS, ConversionError
 
-UTC = UTC
 
 
 def convert(name, *values):

@@ -18,7 +18,6 @@ from cdc_consumer.mapping import (
 from cdc_consumer.sink import collapse, partition_slices
 from tests.unit.cql_tables import cql_table_schemas
 
-UTC = UTC
 
 
 @pytest.fixture(scope="module")
