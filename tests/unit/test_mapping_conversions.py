@@ -10,7 +10,6 @@ import pytest
 from cdc_consumer.conversions import CONVERSIONS, ConversionError
 
 
-
 def convert(name, *values):
     return CONVERSIONS[name].convert(*values)
 

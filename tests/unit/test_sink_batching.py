@@ -19,7 +19,6 @@ from cdc_consumer.sink import collapse, partition_slices
 from tests.unit.cql_tables import cql_table_schemas
 
 
-
 @pytest.fixture(scope="module")
 def mapping():
     return compile_mapping(load_mapping(), cql_table_schemas())
