@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import requests
 
-RUNNING, FAILED, PAUSED = "RUNNING", "FAILED", "PAUSED"
+RUNNING, FAILED, PAUSED, STOPPED = "RUNNING", "FAILED", "PAUSED", "STOPPED"
 
 
 class ConnectError(RuntimeError):
@@ -144,6 +144,14 @@ class ConnectClient:
     def restart(self, name: str, *, include_tasks: bool = True, only_failed: bool = True) -> None:
         params = {"includeTasks": str(include_tasks).lower(), "onlyFailed": str(only_failed).lower()}
         self._request("POST", f"/connectors/{_seg(name)}/restart", params=params)
+
+    def stop(self, name: str) -> None:
+        """Stop the connector and its tasks (unlike pause, the tasks shut down; required to reset offsets)."""
+        self._request("PUT", f"/connectors/{_seg(name)}/stop")
+
+    def reset_offsets(self, name: str) -> None:
+        """Forget the source offsets Connect stored for this connector (it must be STOPPED)."""
+        self._request("DELETE", f"/connectors/{_seg(name)}/offsets")
 
     def delete(self, name: str) -> None:
         self._request("DELETE", f"/connectors/{_seg(name)}")

@@ -18,7 +18,7 @@ from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from connectors import slots
 from connectors.config import ConfigError, diff, load_template, parse_overrides, render
-from connectors.connect_client import (PAUSED, RUNNING, ConnectClient, ConnectError, ConnectorNotFound,
+from connectors.connect_client import (PAUSED, RUNNING, STOPPED, ConnectClient, ConnectError, ConnectorNotFound,
                                        ConnectorState, trace_head)
 
 # Changing these on a live connector would mix two formats in its topics.
@@ -175,16 +175,21 @@ def connector_resume(name: str, connect_url: str, timeout: float) -> None:
 def _change_state(client: ConnectClient, name: str, action: str, target: str, timeout: float) -> None:
     with service_errors():
         getattr(client, action)(name)
-        deadline = time.monotonic() + timeout
-        while True:
-            state = client.status(name)
-            if state.state == target and all(t.state == target for t in state.tasks):
-                click.echo(f"connector {name} {target}")
-                return
-            if state.failures or time.monotonic() >= deadline:
-                _report_failures(state)
-                raise click.ClickException(f"connector {name} did not reach {target} (is {state.state})")
-            time.sleep(0.2)
+        _await_state(client, name, target, timeout)
+    click.echo(f"connector {name} {target}")
+
+
+def _await_state(client: ConnectClient, name: str, target: str, timeout: float) -> None:
+    """Until the connector and every task report `target` (a STOPPED connector has no tasks)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = client.status(name)
+        if state.state == target and all(t.state == target for t in state.tasks):
+            return
+        if state.failures or time.monotonic() >= deadline:
+            _report_failures(state)
+            raise click.ClickException(f"connector {name} did not reach {target} (is {state.state})")
+        time.sleep(0.2)
 
 
 @connector.command("restart")
@@ -205,7 +210,13 @@ def connector_restart(name: str, connect_url: str) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @timeout_option(60.0)
 def connector_delete(name: str, connect_url: str, pg_dsn: str, drop_slot: bool, yes: bool, timeout: float) -> None:
-    """Delete the connector (its offsets stay in Connect; with --drop-slot its slot goes too)."""
+    """Delete the connector.
+
+    Without --drop-slot the slot and Connect's stored offsets stay, so registering the connector again
+    resumes where it stopped. With --drop-slot the slot is dropped and the offsets (positions in that
+    slot's stream) are reset as well, so a connector registered again under this name starts afresh
+    with its initial snapshot instead of failing on a position the server no longer has.
+    """
     client = ConnectClient(connect_url)
     with service_errors():
         config = client.get_config(name)
@@ -217,8 +228,12 @@ def connector_delete(name: str, connect_url: str, pg_dsn: str, drop_slot: bool, 
             raise click.ClickException(f"connector {name} has no slot.name to drop")
         if not yes:
             click.confirm(f"Delete {what}?", abort=True)
+        if drop_slot:
+            client.stop(name)
+            _await_state(client, name, STOPPED, timeout)
+            client.reset_offsets(name)
         client.delete(name)
-        click.echo(f"connector {name} deleted")
+        click.echo(f"connector {name} deleted" + (" (offsets reset)" if drop_slot else ""))
         if drop_slot:
             with pg.connect(PostgresSettings(pg_dsn, settings().postgres.password), autocommit=True) as conn:
                 dropped = slots.drop_slot(conn, slot, timeout=timeout)

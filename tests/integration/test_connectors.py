@@ -1,0 +1,268 @@
+"""Registering and operating the Debezium connector against real PostgreSQL, Kafka and Kafka Connect.
+
+Every test captures its own fresh database with its own connector name, slot and topic prefix, so tests
+never see each other's changes; teardown deletes the connector, drops the slot and deletes the topics.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import orjson
+import psycopg
+import pytest
+from click.testing import CliRunner, Result
+from psycopg.conninfo import conninfo_to_dict
+
+from cdc_consumer.cli import main
+from cdc_consumer.schema import apply_sql
+from connectors import slots
+from connectors.connect_client import ConnectClient
+from tests.support import unique_name, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Capture:
+    """One isolated capture: a database, and the connector/slot/prefix names that follow it."""
+    dsn: str
+    connect_url: str
+    bootstrap: str
+    name: str
+    slot: str
+    prefix: str
+
+    def topic(self, table: str) -> str:
+        return f"{self.prefix}.public.{table}"
+
+    def register_args(self, *extra: str) -> list[str]:
+        db = conninfo_to_dict(self.dsn)
+        sets = {"database.dbname": db["dbname"], "database.hostname": db.get("host", "127.0.0.1"),
+                "database.port": db.get("port", "5432"), "database.user": db.get("user", "cdc"),
+                "slot.name": self.slot, "topic.prefix": self.prefix,
+                "heartbeat.interval.ms": "1000"}  # the slot follows quickly once changes are read again
+        args = ["register-connector", "--name", self.name, "--connect-url", self.connect_url]
+        for key, value in sets.items():
+            args += ["--set", f"{key}={value}"]
+        return args + list(extra)
+
+    def status_args(self, *extra: str) -> list[str]:
+        return ["status", "--connector", self.name, "--connect-url", self.connect_url, "--pg-dsn", self.dsn,
+                "--bootstrap", self.bootstrap, "--skip", "consumer", "--skip", "cassandra", *extra]
+
+    def execute(self, statement: str, params=()) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            conn.execute(statement, params)
+
+
+def cdc(*args: str, input: str | None = None, env: dict | None = None) -> Result:
+    return CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
+
+
+@pytest.fixture()
+def capture(pg_database: str, connect_url: str, kafka_bootstrap: str):
+    with psycopg.connect(pg_database) as conn:
+        apply_sql(conn)
+    token = uuid.uuid4().hex[:10]
+    cap = Capture(pg_database, connect_url, kafka_bootstrap, f"t-conn-{token}", f"t_slot_{token}", f"t_{token}")
+    yield cap
+    client = ConnectClient(connect_url)
+    if client.get_config(cap.name) is not None:
+        client.delete(cap.name)
+    with psycopg.connect(pg_database, autocommit=True) as conn:
+        slots.drop_slot(conn, cap.slot, timeout=60)
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topics = [t for t in admin.list_topics(timeout=10).topics if cap.prefix in t]
+    if topics:
+        admin.delete_topics(topics)
+
+
+def register_running(cap: Capture, *extra: str) -> Result:
+    result = cdc(*cap.register_args(*extra))
+    assert result.exit_code == 0, result.output
+    assert f"connector {cap.name} RUNNING" in result.output
+    return result
+
+
+def read_values(cap: Capture, topic: str, until, *, timeout: float = 60.0) -> list[dict]:
+    """Change-event payloads of `topic` from the beginning, polled until `until(payloads)` holds."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer({"bootstrap.servers": cap.bootstrap, "group.id": unique_name("t_read"),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    payloads: list[dict] = []
+
+    def enough() -> bool:
+        message = consumer.poll(0.5)
+        if message is not None and not message.error() and message.value() is not None:
+            payloads.append(orjson.loads(message.value())["payload"])
+        return until(payloads)
+
+    try:
+        wait_until(enough, timeout=timeout, interval=0, what=f"change events on {topic}")
+    finally:
+        consumer.close()
+    return payloads
+
+
+def status_json(cap: Capture, *extra: str) -> tuple[int, dict]:
+    result = cdc(*cap.status_args("--json", *extra))
+    return result.exit_code, orjson.loads(result.stdout)
+
+
+def slot_exists(cap: Capture) -> bool:
+    with psycopg.connect(cap.dsn) as conn:
+        return conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (cap.slot,)).fetchone() is not None
+
+
+# --- register --------------------------------------------------------------------------------------
+
+def test_registered_connector_runs_and_streams_a_committed_row_to_its_topic(capture):
+    result = register_running(capture)
+    assert f"connector {capture.name} created" in result.output
+
+    capture.execute("INSERT INTO trades (symbol, trade_id, price, qty, quote_qty, trade_time, is_buyer_maker, "
+                    "is_best_match) VALUES ('BTCUSDT', 42, 43000.12345678, 0.5, 21500.06172839, now(), true, true)")
+
+    events = read_values(capture, capture.topic("trades"),
+                         lambda ps: any(p["after"] and p["after"]["trade_id"] == 42 for p in ps))
+    [event] = [p for p in events if p["after"] and p["after"]["trade_id"] == 42]
+    assert event["op"] == "c"
+    assert event["after"]["symbol"] == "BTCUSDT"
+    assert event["source"]["db"] == conninfo_to_dict(capture.dsn)["dbname"]
+
+
+def test_registering_the_same_config_twice_changes_nothing(capture):
+    register_running(capture)
+    before = ConnectClient(capture.connect_url).get_config(capture.name)
+
+    again = cdc(*capture.register_args())
+
+    assert again.exit_code == 0, again.output
+    assert f"connector {capture.name} unchanged" in again.output
+    assert ConnectClient(capture.connect_url).get_config(capture.name) == before
+
+
+def test_a_changed_config_is_updated_and_the_changes_are_listed_with_secrets_masked(capture):
+    register_running(capture)
+
+    result = cdc(*capture.register_args("--set", "poll.interval.ms=40"), env={"CDC_PG_PASSWORD": "pw-1f3a9"})
+
+    assert result.exit_code == 0, result.output
+    assert f"connector {capture.name} updated (2 change(s))" in result.output
+    assert "~ poll.interval.ms: 25 -> 40" in result.output
+    assert "database.password: ******** (added)" in result.output
+    assert "pw-1f3a9" not in result.output
+    assert ConnectClient(capture.connect_url).get_config(capture.name)["poll.interval.ms"] == "40"
+
+
+@pytest.mark.parametrize("override, field, says", [
+    ("database.hostname=no-such-host.invalid", "database.hostname", "connection attempt failed"),
+    ("decimal.handling.mode=banana", "decimal.handling.mode", "must be one of"),
+])
+def test_an_invalid_config_prints_field_errors_and_registers_nothing(capture, override, field, says):
+    result = cdc(*capture.register_args("--set", override))
+
+    assert result.exit_code == 1
+    assert f"  {field}: " in result.stderr and says in result.stderr
+    assert ConnectClient(capture.connect_url).get_config(capture.name) is None
+
+
+def test_a_failing_task_prints_its_trace_and_fails_register_status_and_connector_status(capture):
+    # Validation cannot know the publication is missing; the task fails when it starts streaming.
+    result = cdc(*capture.register_args("--set", "publication.name=no_such_pub", "--timeout", "90"))
+
+    assert result.exit_code == 1
+    assert "task 0 FAILED:" in result.stderr and "Publication autocreation is disabled" in result.stderr
+    assert cdc("connector", "status", capture.name, "--connect-url", capture.connect_url).exit_code == 1
+    code, report = status_json(capture)
+    assert code == 1
+    assert any("FAILED" in p for p in report["problems"])
+
+
+# --- operations ------------------------------------------------------------------------------------
+
+def test_paused_connector_retains_growing_wal_and_status_fails_until_resumed(capture):
+    register_running(capture)
+    fill = ("INSERT INTO trades SELECT 'WAL', g, 1.5, 2, 3, now(), true, true "
+            "FROM generate_series(%s::bigint, %s::bigint) g")
+    assert cdc("connector", "pause", capture.name, "--connect-url", capture.connect_url).exit_code == 0
+
+    capture.execute(fill, (1, 30_000))
+    _, first = status_json(capture)
+    capture.execute(fill, (30_001, 60_000))
+    code, second = status_json(capture)
+    grown = second["slot"]["retained_bytes"] - first["slot"]["retained_bytes"]
+    assert grown > 1_000_000, (first["slot"], second["slot"])
+
+    threshold = str(second["slot"]["retained_bytes"] // 2)
+    code, paused = status_json(capture, "--max-wal-bytes", threshold)
+    assert code == 1
+    assert any(f"retains {paused['slot']['retained_bytes']} bytes of WAL" in p for p in paused["problems"])
+
+    assert cdc("connector", "resume", capture.name, "--connect-url", capture.connect_url).exit_code == 0
+    wait_until(lambda: status_json(capture, "--max-wal-bytes", threshold)[0] == 0, timeout=120, interval=1,
+               what="the slot to drain after resume")
+
+
+def test_restart_and_status_of_a_running_connector(capture):
+    register_running(capture)
+    status = cdc("connector", "status", capture.name, "--connect-url", capture.connect_url)
+    assert status.exit_code == 0 and "RUNNING" in status.output
+    restart = cdc("connector", "restart", capture.name, "--connect-url", capture.connect_url)
+    assert restart.exit_code == 0 and "restart requested" in restart.output
+
+
+def test_delete_asks_first_and_with_drop_slot_leaves_no_slot(capture):
+    register_running(capture)
+    wait_until(lambda: slot_exists(capture), timeout=30, what="the connector's slot")
+    delete = ["connector", "delete", capture.name, "--connect-url", capture.connect_url, "--pg-dsn", capture.dsn,
+              "--drop-slot"]
+
+    declined = cdc(*delete, input="n\n")
+    assert declined.exit_code == 1 and "Aborted" in declined.output
+    assert ConnectClient(capture.connect_url).get_config(capture.name) is not None
+
+    result = cdc(*delete, "--yes")
+    assert result.exit_code == 0, result.output
+    assert f"replication slot {capture.slot} dropped" in result.output
+    assert ConnectClient(capture.connect_url).get_config(capture.name) is None
+    assert not slot_exists(capture)
+
+
+def test_a_connector_registered_again_after_delete_with_drop_slot_starts_with_a_fresh_snapshot(capture):
+    register_running(capture)
+    capture.execute("INSERT INTO order_book VALUES ('BTCUSDT', 'bid', 0, 42000, 1.5, 7, now())")
+    assert cdc("connector", "delete", capture.name, "--connect-url", capture.connect_url, "--pg-dsn", capture.dsn,
+               "--drop-slot", "--yes").exit_code == 0
+
+    register_running(capture)  # stale offsets would point into the dropped slot and fail the task
+
+    events = read_values(capture, capture.topic("order_book"), lambda ps: any(p["op"] == "r" for p in ps))
+    assert [p["after"]["symbol"] for p in events if p["op"] == "r"] == ["BTCUSDT"]
+
+
+# --- snapshot --------------------------------------------------------------------------------------
+
+def test_snapshot_re_emits_existing_rows_as_read_events(capture):
+    register_running(capture)
+    capture.execute("INSERT INTO klines (symbol, interval, open_time, close, volume) VALUES "
+                    "('BTCUSDT', '1m', '2024-01-01T00:00Z', 42000.1, 1), ('BTCUSDT', '1m', '2024-01-01T00:01Z', 42001.2, 2),"
+                    "('ETHUSDT', '1h', '2024-01-01T00:00Z', 2300.5, 3)")
+    topic = capture.topic("klines")
+    read_values(capture, topic, lambda ps: sum(p["op"] == "c" for p in ps) == 3)
+
+    result = cdc("snapshot", "--table", "public.klines", "--pg-dsn", capture.dsn)
+    assert result.exit_code == 0, result.output
+
+    def snapshot_reads(payloads):
+        return [p for p in payloads if p["op"] == "r" and p["source"]["snapshot"] == "incremental"]
+
+    reads = snapshot_reads(read_values(capture, topic, lambda ps: len(snapshot_reads(ps)) >= 3))
+    assert sorted((p["after"]["symbol"], p["after"]["interval"]) for p in reads) == [
+        ("BTCUSDT", "1m"), ("BTCUSDT", "1m"), ("ETHUSDT", "1h")]
