@@ -15,6 +15,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# The pipeline end to end for DEMO_SECONDS (default 60), then a summary; leaves the stack running.
+demo: venv
+	$(BIN)/python compose/demo.py
+
 # Unit tests only: no services needed.
 unit-test: venv
 	$(BIN)/pytest -q tests/unit

@@ -60,6 +60,8 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2) if verbose else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The driver announces its load-balancing datacentre at INFO on every connect: noise for a CLI.
+    logging.getLogger("cassandra.policies").setLevel(max(level, logging.WARNING))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -108,6 +108,8 @@ def _as_dict(report: verifier.TargetReport) -> dict:
 
 def _print(reports: list[verifier.TargetReport], identical: bool) -> None:
     console = Console()
+    if not console.is_terminal:  # logs and pipes: do not squeeze the table into 80 columns
+        console = Console(width=160)
     table = Table(title="cdc verify: PostgreSQL vs Cassandra")
     for name in ("source", "target", "source rows", "cassandra rows", "matched", "missing", "extra",
                  "differing", "unmappable", "ok"):

@@ -1,0 +1,197 @@
+"""`make demo`: the whole pipeline on this machine, then a summary.
+
+Starts the stack (docker compose when a Docker engine answers, otherwise the native stack), applies the
+schema, registers the Debezium connector, polls live Binance if it is reachable — otherwise the
+project's simulated exchange, and says so — runs `cdc consume`, and after a short run prints rows per
+table in PostgreSQL and Cassandra, end-to-end latency, a sample cqlsh query, `cdc verify`, and how to
+stop everything. Settings: DEMO_SECONDS (default 60), DEMO_SYMBOLS (default 20 symbols of the exchange).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CDC = str(BIN / "cdc")
+STATE = Path(os.environ.get("CDC_STATE_DIR", Path.home() / ".local/state/cdc"))
+LOGS = STATE / "demo"
+SIM_PORT = int(os.environ.get("DEMO_SIM_PORT", "8099"))
+METRICS_PORT = int(os.environ.get("DEMO_METRICS_PORT", "9464"))
+LIVE_BINANCE = "https://api.binance.com"
+SIM_SYMBOLS = ("BTCUSDT,ETHUSDT,BNBUSDT,SOLUSDT,XRPUSDT," +
+               ",".join(f"SYM{i:03d}USDT" for i in range(1, 16)))
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def run(*args: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, text=True, capture_output=capture, cwd=REPO)
+
+
+def docker_engine() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def binance_reachable() -> bool:
+    try:
+        with urllib.request.urlopen(f"{LIVE_BINANCE}/api/v3/ping", timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start(name: str, *args: str) -> subprocess.Popen:
+    log = open(LOGS / f"{name}.log", "w")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
+
+
+def stop(process: subprocess.Popen, timeout: float = 30) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_http(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"demo: {url} did not answer within {timeout:.0f}s")
+            time.sleep(0.2)
+
+
+def histogram_quantiles(metrics_text: str, name: str, quantiles=(0.5, 0.99)) -> tuple[dict, int]:
+    """Quantiles of a Prometheus histogram by linear interpolation inside buckets (as histogram_quantile)."""
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0
+    result = {}
+    for q in quantiles:
+        rank, lower, below = q * total, 0.0, 0.0
+        for bound, count in buckets:
+            if count >= rank and total:
+                width = count - below
+                upper = bound if bound != float("inf") else lower
+                result[q] = lower + (upper - lower) * ((rank - below) / width if width else 1)
+                break
+            lower, below = bound, count
+    return result, int(total)
+
+
+def summary(consumer_metrics: str, exchange: str) -> int:
+    import psycopg
+
+    from cdc_consumer import cql_session
+    from cdc_consumer.config import Settings
+
+    settings = Settings.from_env()
+    say("Summary")
+    print(f"exchange: {exchange}")
+    pairs = [("ticker_24h", "ticker_by_day"), ("klines", "klines_by_bucket"), ("order_book", "order_book"),
+             ("trades", "trades_by_day"), ("ticker_24h (latest per symbol)", "latest_prices")]
+    cluster, session = cql_session.connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    print(f"{'PostgreSQL table':34} {'rows':>8}   {'Cassandra table':18} {'rows':>8}")
+    with psycopg.connect(**settings.postgres.connect_kwargs()) as conn:
+        for pg_table, cass_table in pairs:
+            name = pg_table.split()[0]
+            query = ("SELECT count(DISTINCT symbol) FROM ticker_24h" if "latest" in pg_table
+                     else f"SELECT count(*) FROM {name}")
+            pg_rows = conn.execute(query).fetchone()[0]
+            cass_rows = session.execute(f"SELECT count(*) FROM {cass_table}", timeout=60).one()[0]
+            print(f"{pg_table:34} {pg_rows:>8}   {cass_table:18} {cass_rows:>8}")
+    cluster.shutdown()
+    quantiles, count = histogram_quantiles(consumer_metrics, "cdc_end_to_end_lag_seconds")
+    if count:
+        print(f"end-to-end latency (PostgreSQL commit -> Cassandra write acknowledged, {count} changes, "
+              f"from the consumer's histogram): p50 {quantiles[0.5] * 1000:.0f} ms, "
+              f"p99 {quantiles[0.99] * 1000:.0f} ms")
+    keyspace = settings.cassandra.keyspace
+    query = f"SELECT symbol, last_price, price_change_percent, event_time FROM {keyspace}.latest_prices LIMIT 5;"
+    say(f"cqlsh -e \"{query}\"")
+    cqlsh = run(str(BIN / "cqlsh"), settings.cassandra.hosts[0], str(settings.cassandra.port), "-e", query,
+                check=False, capture=True)
+    print(cqlsh.stdout.rstrip() or cqlsh.stderr.rstrip())
+    say("cdc verify (PostgreSQL vs Cassandra, exact)")
+    return run(CDC, "verify", "--no-progress", check=False).returncode
+
+
+def main() -> int:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    seconds = float(os.environ.get("DEMO_SECONDS", "60"))
+    compose = docker_engine()
+    if compose:
+        say("Docker engine found: docker compose up (Grafana on http://127.0.0.1:3000)")
+        run("docker", "compose", "-f", "compose/docker-compose.yml", "--env-file", ".env", "up", "-d", "--wait")
+        say("The compose stack runs the whole pipeline (init, connector, poller, consumer) itself.")
+        print("Grafana: http://127.0.0.1:3000   stop: docker compose -f compose/docker-compose.yml down")
+        return 0
+    say("No Docker engine: starting the native stack (compose/native/stack up)")
+    run(str(REPO / "compose/native/stack"), "up")
+    say("cdc init")
+    run(CDC, "init")
+    say("cdc register-connector")
+    run(CDC, "register-connector")
+
+    processes: list[subprocess.Popen] = []
+    try:
+        if binance_reachable():
+            base_url, symbols, exchange = LIVE_BINANCE, os.environ.get("DEMO_SYMBOLS", "BTCUSDT,ETHUSDT,BNBUSDT"), \
+                "live Binance (api.binance.com)"
+        else:
+            say("Binance is NOT reachable from this machine: using the simulated exchange (cdc binance-sim), "
+                "not live market data")
+            processes.append(start("binance-sim", CDC, "binance-sim", "--port", str(SIM_PORT), "--symbols", "20"))
+            base_url, symbols = f"http://127.0.0.1:{SIM_PORT}", os.environ.get("DEMO_SYMBOLS", SIM_SYMBOLS)
+            exchange = f"simulated exchange at {base_url}"
+            wait_http(f"{base_url}/api/v3/ping", 30)
+        say(f"cdc consume (metrics on 127.0.0.1:{METRICS_PORT}) and cdc poll for {seconds:.0f}s against {exchange}")
+        consumer = start("consume", CDC, "consume", "--metrics-port", str(METRICS_PORT), "--progress-every", "5")
+        processes.append(consumer)
+        poller = start("poll", CDC, "poll", "--symbols", symbols, "--interval", "2s", "--klines", "1m,1h",
+                       "--depth", "10", "--trades", "50", "--base-url", base_url)
+        processes.append(poller)
+        time.sleep(seconds)  # the demo's run time, not synchronisation
+        stop(poller)
+        say("poller stopped; waiting for the consumer to apply everything")
+        deadline = time.monotonic() + 120
+        while run(CDC, "verify", "--no-progress", "--json", check=False, capture=True).returncode != 0:
+            if time.monotonic() > deadline or consumer.poll() is not None:
+                break
+            time.sleep(2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        verified = summary(metrics, exchange)
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    say("Done")
+    print(f"logs: {LOGS}\nstatus: .venv/bin/cdc status\nstop everything: make stack-down")
+    print("Grafana needs Docker: with a Docker engine, `make demo` runs the compose stack with Grafana on :3000")
+    return verified
+
+
+if __name__ == "__main__":
+    sys.exit(main())
