@@ -105,7 +105,11 @@ class Decoder:
     def __init__(self, *, unavailable_placeholder: str = UNAVAILABLE.TEXT, max_cached_schemas: int = 1024) -> None:
         self._placeholder = unavailable_placeholder
         self._max_cached = max_cached_schemas
-        self._schemas: dict[bytes, _Compiled] = {}
+        # Schemas as they appear on the wire, by text length: a record that starts with a known schema text
+        # followed by `,"payload":` needs neither a byte search nor a hash of its 5 KB schema.
+        self._by_length: dict[int, list[tuple[bytes, _Compiled]]] = {}
+        self._by_canonical: dict[bytes, _Compiled] = {}  # schemas met on the general path
+        self._cached = 0
         self._untyped = _Compiled(None, EnvelopeCodec.untyped(unavailable_placeholder))
 
     # -------------------------------------------------------------------------------- public
@@ -171,39 +175,57 @@ class Decoder:
     def _document(self, data: bytes, *, exact: bool) -> tuple[_Compiled, Any]:
         """(compiled schema, payload) of one JSON document; the untyped entry when it has no schema."""
         if data.startswith(_SCHEMA_PREFIX) and data.endswith(b"}"):
-            cut = data.find(_PAYLOAD_SEPARATOR, len(_SCHEMA_PREFIX))
-            if cut > 0:
-                schema_text = data[len(_SCHEMA_PREFIX):cut]
-                compiled = self._schemas.get(schema_text) or self._compile_text(schema_text)
-                # None: the cut was inside the schema (a key named "payload"); the general path sorts it out
-                if compiled is not None:
-                    payload_text = memoryview(data)[cut + len(_PAYLOAD_SEPARATOR):-1]
-                    return compiled, _loads(payload_text, exact or compiled.exact_numbers)
+            found = self._known_schema(data) or self._new_schema(data)
+            if found is not None:
+                cut, compiled = found
+                payload_text = memoryview(data)[cut + len(_PAYLOAD_SEPARATOR):-1]
+                return compiled, _loads(payload_text, exact or compiled.exact_numbers)
         document = _loads(data, exact)
         if document.__class__ is dict and document.keys() == {"schema", "payload"}:
             if document["schema"] is None:
                 return self._untyped, document["payload"]
             text = orjson.dumps(document["schema"], option=orjson.OPT_SORT_KEYS)
-            compiled = self._schemas.get(text) or self._compile(text, document["schema"])
+            compiled = self._by_canonical.get(text)
+            if compiled is None:
+                compiled = self._by_canonical[text] = self._compile(document["schema"])
             if compiled.exact_numbers and not exact:
                 return self._document(data, exact=True)
             return compiled, document["payload"]
         return self._untyped, document
 
-    def _compile_text(self, schema_text: bytes) -> _Compiled | None:
+    def _known_schema(self, data: bytes) -> tuple[int, _Compiled] | None:
+        """A cached schema that `data` starts with. It is a complete JSON value, so it is the schema."""
+        for length, entries in self._by_length.items():
+            cut = len(_SCHEMA_PREFIX) + length
+            if data.startswith(_PAYLOAD_SEPARATOR, cut):
+                for text, compiled in entries:
+                    if data.startswith(text, len(_SCHEMA_PREFIX)):
+                        return cut, compiled
+        return None
+
+    def _new_schema(self, data: bytes) -> tuple[int, _Compiled] | None:
+        """Compile the schema text before the first `,"payload":`; None if that cut is not a whole schema
+        (a key named "payload" inside it): the general path then parses the document as a whole."""
+        cut = data.find(_PAYLOAD_SEPARATOR, len(_SCHEMA_PREFIX))
+        if cut < 0:
+            return None
+        text = data[len(_SCHEMA_PREFIX):cut]
         try:
-            schema = orjson.loads(schema_text)
+            schema = orjson.loads(text)
         except orjson.JSONDecodeError:
             return None
-        return self._compile(schema_text, schema)
+        compiled = self._compile(schema)
+        self._by_length.setdefault(len(text), []).insert(0, (text, compiled))
+        return cut, compiled
 
-    def _compile(self, cache_key: bytes, schema: Any) -> _Compiled:
+    def _compile(self, schema: Any) -> _Compiled:
+        if self._cached >= self._max_cached:  # a stream of ever-new schemas must not grow memory forever
+            self._by_length.clear()
+            self._by_canonical.clear()
+            self._cached = 0
+        self._cached += 1
         convert = compile_connect_schema(schema, placeholder=self._placeholder)
-        compiled = _Compiled(convert, EnvelopeCodec(convert))
-        if len(self._schemas) >= self._max_cached:
-            self._schemas.clear()
-        self._schemas[bytes(cache_key)] = compiled
-        return compiled
+        return _Compiled(convert, EnvelopeCodec(convert))
 
 
 def _loads(text: bytes | memoryview, exact: bool) -> Any:
