@@ -19,6 +19,10 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 demo: venv
 	$(BIN)/python compose/demo.py
 
+# Every benchmark, figures to bench/results.json (starts the native stack if needed).
+bench: venv
+	$(STACK) with -- $(BIN)/python bench/run_all.py
+
 # Unit tests only: no services needed.
 unit-test: venv
 	$(BIN)/pytest -q tests/unit

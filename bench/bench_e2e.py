@@ -1,0 +1,174 @@
+"""End-to-end latency: PostgreSQL commit -> row visible in Cassandra, through real Debezium.
+
+A private pipeline (fresh database, connector, topics, keyspace, `cdc consume` process) on the running
+native stack. A writer commits transactions of 20 changes at a fixed rate (default 2,000 changes/s):
+19 order-book level updates and one marker kline whose open_time encodes the transaction's sequence
+number. The wall-clock time right after COMMIT returns is recorded per marker. A reader polls the
+markers' Cassandra partition (one range query every few ms) and records when each marker becomes
+visible. Latency = visible - committed, so it includes Debezium's WAL polling, Kafka, decoding, the
+Cassandra write and the read's own poll interval (<= --read-interval-ms).
+
+Usage: python bench/bench_e2e.py [--rate 2000] [--seconds 30] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
+
+from cdc_consumer import cql_session, schema  # noqa: E402
+from cdc_consumer.config import Settings  # noqa: E402
+from tests.e2e.pipeline import Pipeline  # noqa: E402
+from tests.support import unique_name, wait_until  # noqa: E402
+
+DAY = dt.datetime(2026, 11, 21, tzinfo=dt.UTC)
+MARKER = "LATENCY"
+TX_CHANGES = 20
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class Writer(threading.Thread):
+    def __init__(self, dsn: str, rate: float, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.rate, self.seconds = dsn, rate, seconds
+        self.committed: dict[int, float] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        rng = random.Random(5)
+        tx_per_s = self.rate / TX_CHANGES
+        try:
+            with psycopg.connect(self.dsn) as conn:
+                start = time.monotonic()
+                seq = 0
+                while time.monotonic() - start < self.seconds:
+                    levels = [(f"LAT{i % 10}", "bid" if i % 2 else "ask", i // 2,
+                               f"{rng.randrange(1, 10**10)}e-8", f"{rng.randrange(1, 10**10)}e-8", seq)
+                              for i in range(TX_CHANGES - 1)]
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            "INSERT INTO order_book (symbol, side, level, price, quantity, last_update_id) "
+                            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (symbol, side, level) DO UPDATE SET "
+                            "price = EXCLUDED.price, quantity = EXCLUDED.quantity, "
+                            "last_update_id = EXCLUDED.last_update_id", levels)
+                        cur.execute("INSERT INTO klines (symbol, interval, open_time, close) VALUES (%s, '1m', %s, 1)",
+                                    (MARKER, DAY + dt.timedelta(seconds=seq)))
+                    conn.commit()
+                    self.committed[seq] = time.time()
+                    seq += 1
+                    pause = start + seq / tx_per_s - time.monotonic()
+                    if pause > 0:
+                        time.sleep(pause)  # fixed-rate load generation
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+
+
+class Reader(threading.Thread):
+    def __init__(self, session, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.session, self.interval = session, interval
+        self.visible: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        query = self.session.prepare("SELECT open_time_us FROM klines_by_bucket WHERE symbol = ? AND interval = '1m' "
+                                     "AND bucket = ? AND open_time >= ?")
+        query.fetch_size = 5000
+        day_us = int(DAY.timestamp() * 1_000_000)
+        while not self.stop.is_set():
+            oldest_pending = next((s for s in range(len(self.visible) + 1) if s not in self.visible), 0)
+            rows = self.session.execute(query, (MARKER, DAY.date(), DAY + dt.timedelta(seconds=oldest_pending)))
+            now = time.time()
+            for row in rows:
+                self.visible.setdefault((row.open_time_us - day_us) // 1_000_000, now)
+            self.stop.wait(self.interval)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2000, help="changes per second")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--read-interval-ms", type=float, default=5)
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+
+    settings = Settings.from_env()
+    admin = psycopg.connect(**settings.postgres.connect_kwargs(), autocommit=True)
+    dbname = unique_name("bench_e2e")
+    admin.execute(f'CREATE DATABASE "{dbname}"')
+    dsn = make_conninfo(**{**conninfo_to_dict(settings.postgres.dsn), "dbname": dbname})
+    keyspace = unique_name("bench")
+    cluster, session = cql_session.connect(settings.cassandra)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
+    pipeline = Pipeline(dsn, keyspace, log_dir)
+    try:
+        with psycopg.connect(dsn) as conn:
+            schema.apply_sql(conn)
+        schema.apply_cql(session, keyspace)
+        pipeline.register()
+        pipeline.start_consumer()
+        # Warm up: the first marker travels the whole path before the measured run starts.
+        with psycopg.connect(dsn) as conn:
+            conn.execute("INSERT INTO klines (symbol, interval, open_time, close) VALUES ('WARMUP', '1m', %s, 1)",
+                         (DAY,))
+        wait_until(lambda: session.execute("SELECT * FROM klines_by_bucket WHERE symbol = 'WARMUP' AND "
+                                           "interval = '1m' AND bucket = %s", (DAY.date(),)).one(),
+                   timeout=120, what="the warm-up row in Cassandra")
+        reader = Reader(session, args.read_interval_ms / 1000)
+        writer = Writer(dsn, args.rate, args.seconds)
+        reader.start()
+        writer.start()
+        writer.join()
+        if writer.error:
+            raise writer.error
+        wait_until(lambda: len(reader.visible) >= len(writer.committed), timeout=120,
+                   what="every marker visible in Cassandra")
+        reader.stop.set()
+        reader.join()
+    finally:
+        pipeline.stop_consumers()
+        pipeline.delete_connector()
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=60)
+        cluster.shutdown()
+        admin.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        admin.close()
+
+    latencies = [(reader.visible[s] - t) * 1000 for s, t in writer.committed.items()]
+    achieved = len(writer.committed) * TX_CHANGES / args.seconds
+    result = {
+        "e2e.p50_ms": round(percentile(latencies, 0.50), 1),
+        "e2e.p99_ms": round(percentile(latencies, 0.99), 1),
+        "e2e.max_ms": round(max(latencies), 1),
+        "e2e.mean_ms": round(statistics.fmean(latencies), 1),
+        "e2e.rate_changes_per_s": round(achieved),
+        "e2e.samples": len(latencies),
+    }
+    print(f"end-to-end latency at {achieved:.0f} changes/s over {args.seconds:.0f}s "
+          f"({len(latencies)} marker transactions): p50 {result['e2e.p50_ms']} ms, p99 {result['e2e.p99_ms']} ms, "
+          f"max {result['e2e.max_ms']} ms (targets: p50 <= 150 ms, p99 <= 500 ms)")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
