@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable
+from datetime import UTC, datetime
 
 from cdc_consumer import cql_session, pg
 from cdc_consumer.config import CassandraSettings, PostgresSettings
 from connectors import slots
 from connectors.config import ConfigError, load_template, render
-from connectors.connect_client import ConnectClient, ConnectError, ConnectorNotFound, ConnectorState, RUNNING
+from connectors.connect_client import RUNNING, ConnectClient, ConnectError, ConnectorNotFound, ConnectorState
 
 PARTS = ("connector", "slot", "consumer", "cassandra")
 DEFAULT_MAX_WAL_BYTES = 512 * 1024 * 1024
@@ -148,7 +148,7 @@ class CaptureSettings:
 # --- gathering -------------------------------------------------------------------------------------
 
 def gather(targets: Targets, thresholds: Thresholds, *, now: datetime | None = None) -> HealthReport:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     report = HealthReport(checked_at=now)
     client = ConnectClient(targets.connect_url, timeout=5, rebalance_wait=5)
     live_config = None
@@ -284,7 +284,7 @@ def _pick_time_column(columns: list[tuple]) -> tuple[str, bool] | None:
     for preferred in _TIME_COLUMNS:
         if preferred in names:
             return preferred, False
-    return (sorted(names)[0], False) if names else None
+    return (min(names), False) if names else None
 
 
 def _table_freshness(session, keyspace: str, table: str, columns: list[tuple] | None,
@@ -307,7 +307,7 @@ def _table_freshness(session, keyspace: str, table: str, columns: list[tuple] | 
         result.error = _short(exc)
         return result
     if times:
-        newest = max(times).replace(tzinfo=timezone.utc)  # the driver returns naive UTC datetimes
+        newest = max(times).replace(tzinfo=UTC)  # the driver returns naive UTC datetimes
         result.newest, result.age_s = newest, max((now - newest).total_seconds(), 0.0)
     return result
 
@@ -362,8 +362,8 @@ def _consumer_problems(c: ConsumerHealth | None, thresholds: Thresholds) -> list
         return [c.error]
     if thresholds.max_lag is not None and c.total_lag > thresholds.max_lag:
         worst = max(c.partitions, key=lambda p: p.lag)
-        return [f"consumer group {c.group} lags {c.total_lag} messages (more than {thresholds.max_lag}; "
-                f"worst {worst.topic}[{worst.partition}] {worst.lag})"]
+        return [(f"consumer group {c.group} lags {c.total_lag} messages (more than {thresholds.max_lag}; "
+                f"worst {worst.topic}[{worst.partition}] {worst.lag})")]
     return []
 
 

@@ -18,8 +18,16 @@ from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from connectors import slots
 from connectors.config import ConfigError, diff, load_template, parse_overrides, render
-from connectors.connect_client import (PAUSED, RUNNING, STOPPED, ConnectClient, ConnectError, ConnectorNotFound,
-                                       ConnectorState, trace_head)
+from connectors.connect_client import (
+    PAUSED,
+    RUNNING,
+    STOPPED,
+    ConnectClient,
+    ConnectError,
+    ConnectorNotFound,
+    ConnectorState,
+    trace_head,
+)
 
 # Changing these on a live connector would mix two formats in its topics.
 FORMAT_KEYS = ("key.converter", "value.converter")
@@ -264,9 +272,9 @@ def snapshot(tables: tuple[str, ...], snapshot_type: str, signal_table: str, pg_
     data = orjson.dumps({"data-collections": [".".join(c) for c in collections], "type": snapshot_type}).decode()
     signal_id = str(uuid.uuid4())
     statement = sql.SQL("INSERT INTO {} (id, type, data) VALUES (%s, %s, %s)").format(sql.Identifier(*signal))
-    with service_errors():
-        with pg.connect(PostgresSettings(pg_dsn, settings().postgres.password), autocommit=True) as conn:
-            conn.execute(statement, (signal_id, "execute-snapshot", data))
+    with service_errors(), pg.connect(PostgresSettings(pg_dsn, settings().postgres.password),
+                                      autocommit=True) as conn:
+        conn.execute(statement, (signal_id, "execute-snapshot", data))
     click.echo(f"{snapshot_type} snapshot of {', '.join('.'.join(c) for c in collections)} requested "
                f"(signal {signal_id})")
 

@@ -16,12 +16,22 @@ from rich.filesize import decimal as human_bytes
 from rich.table import Table
 from rich.text import Text
 
-from cdc_consumer.commands.options import (cassandra_options, connect_url_option, kafka_option, pg_dsn_option,
-                                           settings)
+from cdc_consumer.commands.options import cassandra_options, connect_url_option, kafka_option, pg_dsn_option, settings
 from cdc_consumer.config import CassandraSettings, PostgresSettings
 from connectors.connect_client import RUNNING, trace_head
-from connectors.health import (DEFAULT_GROUP, DEFAULT_MAX_WAL_BYTES, PARTS, ConnectorHealth, ConsumerHealth,
-                               HealthReport, SinkHealth, SlotHealth, Targets, Thresholds, gather)
+from connectors.health import (
+    DEFAULT_GROUP,
+    DEFAULT_MAX_WAL_BYTES,
+    PARTS,
+    ConnectorHealth,
+    ConsumerHealth,
+    HealthReport,
+    SinkHealth,
+    SlotHealth,
+    Targets,
+    Thresholds,
+    gather,
+)
 
 
 @click.command()

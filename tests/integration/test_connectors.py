@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import psycopg
@@ -48,9 +49,12 @@ class Capture:
             args += ["--set", f"{key}={value}"]
         return args + list(extra)
 
-    def status_args(self, *extra: str) -> list[str]:
-        return ["status", "--connector", self.name, "--connect-url", self.connect_url, "--pg-dsn", self.dsn,
-                "--bootstrap", self.bootstrap, "--skip", "consumer", "--skip", "cassandra", *extra]
+    def status_args(self, *extra: str, skip=("consumer", "cassandra")) -> list[str]:
+        args = ["status", "--connector", self.name, "--connect-url", self.connect_url, "--pg-dsn", self.dsn,
+                "--bootstrap", self.bootstrap, *extra]
+        for part in skip:
+            args += ["--skip", part]
+        return args
 
     def execute(self, statement: str, params=()) -> None:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -110,8 +114,8 @@ def read_values(cap: Capture, topic: str, until, *, timeout: float = 60.0) -> li
     return payloads
 
 
-def status_json(cap: Capture, *extra: str) -> tuple[int, dict]:
-    result = cdc(*cap.status_args("--json", *extra))
+def status_json(cap: Capture, *extra: str, skip=("consumer", "cassandra")) -> tuple[int, dict]:
+    result = cdc(*cap.status_args("--json", *extra, skip=skip))
     return result.exit_code, orjson.loads(result.stdout)
 
 
@@ -266,3 +270,68 @@ def test_snapshot_re_emits_existing_rows_as_read_events(capture):
     reads = snapshot_reads(read_values(capture, topic, lambda ps: len(snapshot_reads(ps)) >= 3))
     assert sorted((p["after"]["symbol"], p["after"]["interval"]) for p in reads) == [
         ("BTCUSDT", "1m"), ("BTCUSDT", "1m"), ("ETHUSDT", "1h")]
+
+
+
+# --- cdc status: consumer lag and Cassandra freshness ----------------------------------------------
+
+def commit_end_offsets(bootstrap: str, group: str, topic: str) -> None:
+    """Commit the end of every partition of `topic` for `group`, as a sink that caught up would."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1])
+                for p in partitions]
+        consumer.commit(offsets=ends, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def test_status_reports_consumer_lag_per_partition_until_the_group_commits(capture):
+    register_running(capture)
+    capture.execute("INSERT INTO trades SELECT 'LAG', g, 1, 1, 1, now(), true, true FROM generate_series(1, 5) g")
+    topic = capture.topic("trades")
+    read_values(capture, topic, lambda ps: len(ps) >= 5)
+    group = unique_name("t_group")
+    options = ("--group", group, "--max-lag", "0")
+
+    code, lagging = status_json(capture, *options, skip=("cassandra",))
+    assert code == 1
+    assert sum(p["lag"] for p in lagging["consumer"]["partitions"] if p["topic"] == topic) == 5
+    assert any(f"consumer group {group} lags 5 messages" in p for p in lagging["problems"])
+
+    commit_end_offsets(capture.bootstrap, group, topic)
+    code, caught_up = status_json(capture, *options, skip=("cassandra",))
+    assert code == 0, caught_up["problems"]
+    lags = [p["lag"] for p in caught_up["consumer"]["partitions"] if p["topic"] == topic]
+    assert lags and set(lags) == {0}
+
+
+def test_status_reports_the_newest_row_of_each_cassandra_table_and_missing_tables(cassandra_session):
+    from cdc_consumer.schema import apply_cql
+
+    keyspace = cassandra_session.keyspace
+    apply_cql(cassandra_session, keyspace)
+    newest = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=30)
+    for event_time in (newest - timedelta(hours=1), newest):
+        cassandra_session.execute("INSERT INTO ticker_by_day (symbol, day, event_time, event_time_us) "
+                                  "VALUES (%s, %s, %s, %s)", ("BTCUSDT", event_time.date(), event_time, 0))
+    cassandra_session.execute("DROP TABLE trades_by_day")
+    args = ["status", "--json", "--cassandra-keyspace", keyspace, "--skip", "connector", "--skip", "slot",
+            "--skip", "consumer"]
+
+    result = cdc(*args, "--max-freshness-s", "3600")
+
+    report = orjson.loads(result.stdout)
+    tables = {t["table"]: t for t in report["sink"]["tables"]}
+    assert tables["ticker_by_day"]["time_column"] == "event_time"
+    assert datetime.fromisoformat(tables["ticker_by_day"]["newest"]) == newest
+    assert tables["trades_by_day"]["missing"] is True
+    assert 30 <= report["sink"]["freshness_s"] < 3600
+    assert report["problems"] == [f"Cassandra table {keyspace}.trades_by_day is missing"]
+    assert result.exit_code == 1
+
+    stale = orjson.loads(cdc(*args, "--max-freshness-s", "10").stdout)
+    assert any("newest row in Cassandra is" in p for p in stale["problems"])

@@ -8,8 +8,19 @@ import pytest
 from click.testing import CliRunner
 
 from cdc_consumer.cli import main
-from connectors.config import (AVRO_TEMPLATE, MASK, ConfigError, diff, is_secret, load_template, mask,
-                               parse_overrides, render, substitute, template_path)
+from connectors.config import (
+    AVRO_TEMPLATE,
+    MASK,
+    ConfigError,
+    diff,
+    is_secret,
+    load_template,
+    mask,
+    parse_overrides,
+    render,
+    substitute,
+    template_path,
+)
 
 DATA_TABLES = {"public.ticker_24h", "public.klines", "public.order_book", "public.trades"}
 FORMAT_KEYS = {"key.converter", "value.converter", "key.converter.schemas.enable", "value.converter.schemas.enable",
@@ -59,6 +70,12 @@ def test_heartbeat_upserts_the_heartbeat_table_and_signals_come_from_the_signal_
     assert int(config["heartbeat.interval.ms"]) > 0
     assert config["signal.data.collection"] == "public.cdc_signal"
     assert "source" in config["signal.enabled.channels"].split(",")
+
+
+def test_snapshot_chunk_keys_are_bound_untyped_so_timestamptz_primary_keys_work():
+    # Debezium binds the chunk boundary of a timestamptz key column as a string; typed as varchar,
+    # PostgreSQL rejects `timestamptz <= varchar` and the incremental snapshot of klines/ticker_24h fails.
+    assert default_config()["database.stringtype"] == "unspecified"
 
 
 def test_default_template_is_tuned_for_low_latency():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -11,10 +11,21 @@ from rich.console import Console
 
 from cdc_consumer.commands.status import render
 from connectors.connect_client import ConnectorState, TaskState
-from connectors.health import (ConnectorHealth, ConsumerHealth, HealthReport, PartitionLag, SinkHealth, SlotHealth,
-                               TableFreshness, Thresholds, _pick_time_column, capture_settings, judge)
+from connectors.health import (
+    ConnectorHealth,
+    ConsumerHealth,
+    HealthReport,
+    PartitionLag,
+    SinkHealth,
+    SlotHealth,
+    TableFreshness,
+    Thresholds,
+    _pick_time_column,
+    capture_settings,
+    judge,
+)
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 TRACE = ("org.apache.kafka.connect.errors.ConnectException: replication slot \"cdc_slot\" is active\n"
          "\tat io.debezium.connector.postgresql.PostgresConnectorTask.start(PostgresConnectorTask.java:1)\n"
          "\tat more.Frames(X.java:2)\n")
@@ -58,8 +69,8 @@ def test_everything_running_within_thresholds_is_healthy():
 def test_a_failed_task_is_a_problem_quoting_its_exception():
     state = ConnectorState("cdc-postgres", "RUNNING", "w1", None, (TaskState(0, "FAILED", "w1", TRACE),))
     found = problems(healthy_report(connector=ConnectorHealth("cdc-postgres", state)))
-    assert found == ['task 0 FAILED: org.apache.kafka.connect.errors.ConnectException: replication slot '
-                     '"cdc_slot" is active']
+    assert found == [('task 0 FAILED: org.apache.kafka.connect.errors.ConnectException: replication slot '
+                     '"cdc_slot" is active')]
 
 
 def test_a_missing_connector_is_a_problem():
