@@ -23,18 +23,18 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import fastavro
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.envelopes import fixture_dir, kline_stream, ticker_stream  # noqa: E402
-from cdc_consumer.avro import AvroDecoder, without_logical_types  # noqa: E402
-from cdc_consumer.decoder import Decoder  # noqa: E402
-from cdc_consumer.schema_registry import SchemaFile  # noqa: E402
+from bench.envelopes import fixture_dir, kline_stream, ticker_stream
+from cdc_consumer.avro import AvroDecoder, without_logical_types
+from cdc_consumer.decoder import Decoder
+from cdc_consumer.schema_registry import SchemaFile
 
 TARGETS = {"decoder.json_events_per_s": (">=", 50_000), "decoder.avro_events_per_s": (">=", 150_000),
            "decoder.json_vs_stdlib_ratio": ("<=", 1.5)}

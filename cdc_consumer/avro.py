@@ -13,12 +13,14 @@ from __future__ import annotations
 import io
 import struct
 import uuid
-from typing import Any, Mapping, Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import fastavro
 
 from cdc_consumer.debezium import (
     DECIMAL,
+    ChangeDecoder,
     Converter,
     EnvelopeCodec,
     InvalidValue,
@@ -26,13 +28,10 @@ from cdc_consumer.debezium import (
     StructConverter,
     Wire,
     array_converter,
-    header_map,
     is_semantic_struct,
     leaf_converter,
-    located,
     map_converter,
     placeholder_form,
-    tombstone,
 )
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
@@ -218,7 +217,7 @@ def without_logical_types(schema: Any) -> Any:
 
 
 class _CompiledAvro:
-    __slots__ = ("reader_schema", "convert", "codec")
+    __slots__ = ("codec", "convert", "reader_schema")
 
     def __init__(self, writer_schema: Any, placeholder: str) -> None:
         try:
@@ -239,13 +238,15 @@ class _CompiledAvro:
         return datum
 
 
-class AvroDecoder:
+class AvroDecoder(ChangeDecoder):
     """Decodes Debezium records in Confluent Avro wire format. Schemas are fetched once per id and compiled."""
 
     def __init__(self, schemas: SchemaSource | str, *, unavailable_placeholder: str = UNAVAILABLE.TEXT) -> None:
         """schemas: a SchemaSource, or a registry URL (then a `schema_registry.RegistryClient` asks it)."""
         if isinstance(schemas, str):
-            from cdc_consumer.schema_registry import RegistryClient  # the I/O edge, only when asked for
+            from cdc_consumer.schema_registry import (
+                RegistryClient,  # the I/O edge, only when asked for
+            )
 
             schemas = RegistryClient(schemas)
         self._schemas = schemas
@@ -253,19 +254,9 @@ class AvroDecoder:
         self._compiled: dict[SchemaRef, _CompiledAvro] = {}
         self._headers = Decoder(unavailable_placeholder=unavailable_placeholder)  # headers stay JSON
 
-    def decode(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None,
-               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """One Kafka record -> ChangeEvent. Raises a DecodeError subclass naming the record and the reason."""
-        try:
-            header_dict = header_map(headers)
-            key_dict = self.decode_key(key)
-            if value is None:
-                return tombstone(topic, key_dict, header_dict, partition, offset)
-            compiled, datum = self._read(value)
-            return compiled.codec.event(datum, topic=topic, key=key_dict, headers=header_dict,
-                                        partition=partition, offset=offset)
-        except DecodeError as exc:
-            raise located(exc, topic, partition, offset) from None
+    def _value_event(self, value: bytes, **record: Any) -> ChangeEvent:
+        compiled, datum = self._read(value)
+        return compiled.codec.event(datum, **record)
 
     def decode_key(self, key: bytes | None) -> dict[str, Any] | None:
         if key is None:

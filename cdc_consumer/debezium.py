@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import binascii
 import enum
+import math
 import struct
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError, Op, Snapshot, Source
+from cdc_consumer.events import (
+    UNAVAILABLE,
+    ChangeEvent,
+    DecodeError,
+    Op,
+    Snapshot,
+    Source,
+)
 
 Converter = Callable[[Any], Any]
 
@@ -60,7 +69,7 @@ class InexactNumber(Exception):
 
 # ---------------------------------------------------------------------------------------- values
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _MICROS_PER_DAY = 86_400_000_000
 _SPECIAL_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -116,11 +125,11 @@ def _date_from_days(days: int) -> date:
 
 def _zoned_timestamp(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
-    if moment.tzinfo is timezone.utc:
+    if moment.tzinfo is UTC:
         return moment
     if moment.tzinfo is None:
         raise ValueError(f"ZonedTimestamp {text!r} has no UTC offset")
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)
 
 
 def _zoned_time(text: str) -> time:
@@ -149,7 +158,7 @@ def float32_shortest(value: float) -> float:
     Avro hands over the float32's exact binary value and Jackson prints it with up to 9 digits; both
     normalise to the same Python float here, so the two wire formats decode to identical rows.
     """
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         return value
     exact = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
     for digits in range(1, 10):
@@ -209,10 +218,11 @@ def _decimal_from_number(value: Any, scale: int) -> Decimal:
     if value.__class__ is float:
         raise InexactNumber()
     if value.__class__ is bool or not isinstance(value, (int, Decimal)):
-        raise ValueError(f"{value!r} is neither base64 nor a number")
-    sign, digits, exponent = Decimal(value).as_tuple()
-    if not isinstance(exponent, int):
+        raise TypeError(f"{value!r} is neither base64 nor a number")
+    number = Decimal(value)
+    if not number.is_finite():
         raise ValueError(f"{value!r} is not a finite decimal")
+    sign, digits, exponent = number.as_tuple()
     if exponent < -scale:
         raise ValueError(f"{value} has more than {scale} decimal places")
     return Decimal((sign, digits + (0,) * (exponent + scale), -scale))
@@ -240,40 +250,49 @@ def _compose(first: Converter | None, then: Converter) -> Converter:
     return lambda value: then(first(value))
 
 
-# semantic name -> (Connect types it may sit on, factory(params, wire, what) -> converter)
-_SEMANTICS: dict[str, tuple[frozenset[str], Callable[[Mapping[str, Any], Wire, str], Converter | None]]] = {}
+def _bits(wire: Wire) -> Converter:
+    """io.debezium.data.Bits: little-endian bytes; the int's binary digits are the bit string."""
+    return _compose(_json_bytes(wire), lambda raw: int.from_bytes(raw, "little"))
 
 
-def _semantic(name: str, *types: str):
-    def register(factory):
-        _SEMANTICS[name] = (frozenset(types), factory)
-        return factory
-    return register
+def _millis_timestamp(ms: int) -> datetime:
+    return _utc_datetime(ms * 1000)
 
 
-_semantic(DECIMAL, "bytes")(_decimal_converter)
-_semantic(VARIABLE_SCALE_DECIMAL, "struct")(lambda params, wire, what: _variable_scale_decimal(wire))
-_semantic("io.debezium.time.ZonedTimestamp", "string")(lambda p, w, what: _zoned_timestamp)
-_semantic("io.debezium.time.ZonedTime", "string")(lambda p, w, what: _zoned_time)
-_semantic("io.debezium.time.Timestamp", "int64")(lambda p, w, what: lambda ms: _utc_datetime(ms * 1000))
-_semantic("org.apache.kafka.connect.data.Timestamp", "int64")(lambda p, w, what: lambda ms: _utc_datetime(ms * 1000))
-_semantic("io.debezium.time.MicroTimestamp", "int64")(lambda p, w, what: _utc_datetime)
-_semantic("io.debezium.time.NanoTimestamp", "int64")(lambda p, w, what: lambda ns: _utc_datetime(_whole_micros(ns)))
-_semantic("io.debezium.time.Date", "int32")(lambda p, w, what: _date_from_days)
-_semantic("org.apache.kafka.connect.data.Date", "int32")(lambda p, w, what: _date_from_days)
-_semantic("io.debezium.time.Time", "int32")(lambda p, w, what: lambda ms: _time_of_day(ms * 1000))
-_semantic("org.apache.kafka.connect.data.Time", "int32")(lambda p, w, what: lambda ms: _time_of_day(ms * 1000))
-_semantic("io.debezium.time.MicroTime", "int64")(lambda p, w, what: _time_of_day)
-_semantic("io.debezium.time.NanoTime", "int64")(lambda p, w, what: lambda ns: _time_of_day(_whole_micros(ns)))
-_semantic("io.debezium.time.MicroDuration", "int64")(lambda p, w, what: lambda us: timedelta(microseconds=us))
-_semantic("io.debezium.data.Json", "string")(lambda p, w, what: None)
-_semantic("io.debezium.data.Enum", "string")(lambda p, w, what: None)
-_semantic("io.debezium.data.EnumSet", "string")(lambda p, w, what: None)
-_semantic("io.debezium.data.Uuid", "string")(lambda p, w, what: uuid.UUID)
-_semantic("io.debezium.data.Bits", "bytes")(
-    lambda p, w, what: _compose(_json_bytes(w), lambda raw: int.from_bytes(raw, "little")))
+def _millis_time(ms: int) -> time:
+    return _time_of_day(ms * 1000)
 
-# Connect primitive type (as JsonConverter spells it: "float" is float32, "double" float64) -> converter of its wire value, or None when the wire value is already right
+
+# Semantic name -> (the Connect type it sits on, converter of the wire value; None: the value is right as is)
+_SEMANTIC_VALUES: dict[str, tuple[str, Converter | None]] = {
+    "io.debezium.time.ZonedTimestamp": ("string", _zoned_timestamp),
+    "io.debezium.time.ZonedTime": ("string", _zoned_time),
+    "io.debezium.time.Timestamp": ("int64", _millis_timestamp),
+    "io.debezium.time.MicroTimestamp": ("int64", _utc_datetime),
+    "io.debezium.time.NanoTimestamp": ("int64", lambda ns: _utc_datetime(_whole_micros(ns))),
+    "org.apache.kafka.connect.data.Timestamp": ("int64", _millis_timestamp),
+    "io.debezium.time.Date": ("int32", _date_from_days),
+    "org.apache.kafka.connect.data.Date": ("int32", _date_from_days),
+    "io.debezium.time.Time": ("int32", _millis_time),
+    "org.apache.kafka.connect.data.Time": ("int32", _millis_time),
+    "io.debezium.time.MicroTime": ("int64", _time_of_day),
+    "io.debezium.time.NanoTime": ("int64", lambda ns: _time_of_day(_whole_micros(ns))),
+    "io.debezium.time.MicroDuration": ("int64", lambda micros: timedelta(microseconds=micros)),
+    "io.debezium.data.Json": ("string", None),  # the JSON text itself: exact, whitespace kept
+    "io.debezium.data.Enum": ("string", None),
+    "io.debezium.data.EnumSet": ("string", None),
+    "io.debezium.data.Uuid": ("string", uuid.UUID),
+}
+# Semantic name -> (Connect type, factory(schema parameters, wire, field description) -> converter):
+# the converters that depend on the schema's parameters or on how the wire format sends bytes
+_SEMANTIC_FACTORIES: dict[str, tuple[str, Callable[[Mapping[str, Any], Wire, str], Converter | None]]] = {
+    DECIMAL: ("bytes", _decimal_converter),
+    VARIABLE_SCALE_DECIMAL: ("struct", lambda params, wire, what: _variable_scale_decimal(wire)),
+    "io.debezium.data.Bits": ("bytes", lambda params, wire, what: _bits(wire)),
+}
+
+# Connect primitive type (as JsonConverter spells it: "float" is float32, "double" float64) -> converter
+# of its wire value, or None when the wire value is already right
 _PRIMITIVES: dict[str, Callable[[Wire], Converter | None]] = {
     "int8": lambda wire: None, "int16": lambda wire: None, "int32": lambda wire: None,
     "int64": lambda wire: None, "boolean": lambda wire: None, "string": lambda wire: None,
@@ -289,21 +308,24 @@ def leaf_converter(connect_type: str, name: str | None, params: Mapping[str, Any
 
     `what` names the field for error messages. Returns None when the wire value needs no change.
     """
-    semantic = _SEMANTICS.get(name) if name else None
-    if semantic is not None:
-        types, factory = semantic
-        if connect_type not in types:
-            raise SchemaError(f"{what}: {name} on a {connect_type} field (expected {'/'.join(sorted(types))})")
-        return factory(params or {}, wire, f"{what}: {name}")
+    if name in _SEMANTIC_VALUES or name in _SEMANTIC_FACTORIES:
+        expected, make = _SEMANTIC_FACTORIES.get(name) or _constant_factory(*_SEMANTIC_VALUES[name])
+        if connect_type != expected:
+            raise SchemaError(f"{what}: {name} on a {connect_type} field (expected {expected})")
+        return make(params or {}, wire, f"{what}: {name}")
     primitive = _PRIMITIVES.get(connect_type)
     if primitive is None:
         raise SchemaError(f"{what}: unknown Connect type {connect_type!r}")
     return primitive(wire)
 
 
+def _constant_factory(connect_type: str, convert: Converter | None):
+    return connect_type, lambda params, wire, what: convert
+
+
 def is_semantic_struct(name: str | None) -> bool:
     """A struct that decodes to one value (VariableScaleDecimal) rather than to a dict."""
-    return name in _SEMANTICS and "struct" in _SEMANTICS[name][0]
+    return name in _SEMANTIC_FACTORIES and _SEMANTIC_FACTORIES[name][0] == "struct"
 
 
 # ------------------------------------------------------------------ containers and structs
@@ -344,7 +366,7 @@ def placeholder_form(connect_type: str, wire: Wire, text: str) -> Any:
 class StructConverter:
     """Decodes one struct (row) dict in place: compiled once per schema, called once per record."""
 
-    __slots__ = ("_convert", "_converters", "_describe", "_placeholders", "_forms", "_fields")
+    __slots__ = ("_convert", "_converters", "_describe", "_fields", "_forms", "_placeholders")
 
     def __init__(self, fields: Iterable[tuple[str, Converter | None, str, Any]]) -> None:
         """fields: (name, converter or None, description for errors, the placeholder's wire form)."""
@@ -430,15 +452,24 @@ def source_from(raw: Any) -> Source | None:
     get = raw.get
     snapshot = get("snapshot")
     if snapshot is not None:
-        try:
-            snapshot = _SNAPSHOTS[snapshot]
-        except (KeyError, TypeError):
-            raise InvalidValue(f"source.snapshot: unknown value {snapshot!r}") from None
-    ts_us = get("ts_us")
-    if ts_us is None and get("ts_ms") is not None:
-        ts_us = raw["ts_ms"] * 1000
-    return Source(ts_us=ts_us, lsn=get("lsn"), tx_id=get("txId"), snapshot=snapshot, db=get("db"),
+        snapshot = _enum_value(_SNAPSHOTS, snapshot, "source.snapshot")
+    return Source(ts_us=_ts_us(raw), lsn=get("lsn"), tx_id=get("txId"), snapshot=snapshot, db=get("db"),
                   schema=get("schema"), table=get("table"), sequence=get("sequence"))
+
+
+def _ts_us(block: dict[str, Any]) -> int | None:
+    """`ts_us`, or `ts_ms` in microseconds (Debezium before 2.6 sent milliseconds only)."""
+    ts_us = block.get("ts_us")
+    if ts_us is None and block.get("ts_ms") is not None:
+        return block["ts_ms"] * 1000
+    return ts_us
+
+
+def _enum_value(members: Mapping[Any, Any], wire: Any, what: str) -> Any:
+    try:
+        return members[wire]
+    except (KeyError, TypeError):
+        raise InvalidValue(f"{what}: unknown value {wire!r}") from None
 
 
 class EnvelopeCodec:
@@ -448,7 +479,7 @@ class EnvelopeCodec:
     transaction-metadata topic.
     """
 
-    __slots__ = ("_before", "_after", "_record", "_typed")
+    __slots__ = ("_after", "_before", "_record", "_typed")
 
     def __init__(self, record: Converter | None, *, typed: bool = True,
                  before: Converter | None = None, after: Converter | None = None) -> None:
@@ -458,7 +489,7 @@ class EnvelopeCodec:
         self._record, self._before, self._after, self._typed = record, before, after, typed
 
     @classmethod
-    def untyped(cls, placeholder: str) -> "EnvelopeCodec":
+    def untyped(cls, placeholder: str) -> EnvelopeCodec:
         rows = untyped_row(placeholder)
         return cls(None, typed=False, before=rows, after=rows)
 
@@ -472,18 +503,11 @@ class EnvelopeCodec:
             if "status" in payload:  # BEGIN/END on <prefix>.transaction
                 return self._transaction_event(payload, topic, key, headers, partition, offset)
             raise InvalidValue("value: not a Debezium change event (no 'op' and no transaction 'status')")
-        try:
-            op = _OPS[op]
-        except (KeyError, TypeError):
-            raise InvalidValue(f"op: unknown operation {op!r}") from None
-        ts_us = get("ts_us")
-        if ts_us is None and get("ts_ms") is not None:
-            ts_us = payload["ts_ms"] * 1000
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=op, key=key,
+        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=_enum_value(_OPS, op, "op"), key=key,
                            before=self._row("before", self._before, get("before")),
                            after=self._row("after", self._after, get("after")),
                            source=source_from(get("source")), headers=headers,
-                           tx_block=get("transaction"), typed=self._typed, ts_us=ts_us)
+                           tx_block=get("transaction"), typed=self._typed, ts_us=_ts_us(payload))
 
     @staticmethod
     def _row(part: str, convert: Converter | None, row: Any) -> dict[str, Any] | None:
@@ -498,14 +522,40 @@ class EnvelopeCodec:
         return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None,
                            after=None, source=None, headers=headers,
                            transaction=self._row("transaction", self._record, payload), typed=self._typed,
-                           ts_us=payload["ts_ms"] * 1000 if payload.get("ts_ms") is not None else None)
+                           ts_us=_ts_us(payload))
 
 
-def tombstone(topic: str, key: dict[str, Any] | None, headers: Mapping[str, bytes | None],
-              partition: int | None, offset: int | None) -> ChangeEvent:
-    """A record with a null value: Kafka compaction's delete marker for `key`."""
-    return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None,
-                       after=None, source=None, headers=headers, tombstone=True)
+class ChangeDecoder:
+    """One Kafka record -> ChangeEvent; the steps both wire formats share. Subclasses (decoder.Decoder for
+    JSON, avro.AvroDecoder) decode keys, values and the primary-key-change headers."""
+
+    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
+               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
+        """headers: confluent-kafka's [(name, bytes)] or a mapping. Raises a DecodeError subclass that names
+        the record (topic, partition, offset) and the reason; never anything else for bad input."""
+        try:
+            header_dict = header_map(headers)
+            key_dict = self.decode_key(key)
+            event = None if value is None else self._value_event(value, topic=topic, key=key_dict,
+                                                                  headers=header_dict, partition=partition,
+                                                                  offset=offset)
+            if event is None:  # a null value: Kafka compaction's delete marker for `key`
+                event = ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key_dict,
+                                    before=None, after=None, source=None, headers=header_dict, tombstone=True)
+            return event
+        except DecodeError as exc:
+            raise type(exc)(exc.reason, topic=topic, partition=partition, offset=offset) from None
+
+    def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def key_headers(self, headers: Mapping[str, bytes | None]) -> dict[str, Any]:
+        """The primary-key-change headers, decoded: {"newkey": {...}} and/or {"oldkey": {...}}."""
+        raise NotImplementedError
+
+    def _value_event(self, value: bytes | str, **record: Any) -> ChangeEvent | None:
+        """The event of a non-null value; None when the value is a tombstone in its own encoding."""
+        raise NotImplementedError
 
 
 def header_map(headers: Any) -> dict[str, bytes | None]:
@@ -514,8 +564,3 @@ def header_map(headers: Any) -> dict[str, bytes | None]:
         return {}
     items = headers.items() if isinstance(headers, Mapping) else headers
     return {name: value.encode() if isinstance(value, str) else value for name, value in items}
-
-
-def located(exc: DecodeError, topic: str, partition: int | None, offset: int | None) -> DecodeError:
-    """The same error, now naming the record it came from."""
-    return type(exc)(exc.reason, topic=topic, partition=partition, offset=offset)

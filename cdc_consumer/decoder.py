@@ -16,27 +16,26 @@ is parsed again with the standard library and `parse_float=Decimal`, and that sc
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping, Protocol
+from typing import Any
 
 import orjson
 
 from cdc_consumer.debezium import (
+    ChangeDecoder,
+    Converter,
     EnvelopeCodec,
     InexactNumber,
     InvalidValue,
     SchemaError,
     StructConverter,
     Wire,
-    Converter,
     array_converter,
-    header_map,
     is_semantic_struct,
     leaf_converter,
-    located,
     map_converter,
     placeholder_form,
-    tombstone,
 )
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
 
@@ -49,15 +48,6 @@ PK_CHANGE_HEADERS = {"__debezium.newkey": "newkey", "__debezium.oldkey": "oldkey
 
 class InvalidJson(DecodeError):
     """The key, value or a header is not valid JSON."""
-
-
-class ChangeDecoder(Protocol):
-    """What the consumer needs from a decoder, whatever the wire format."""
-
-    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
-               partition: int | None = None, offset: int | None = None) -> ChangeEvent: ...
-
-    def key_headers(self, headers: Mapping[str, bytes | None]) -> dict[str, Any]: ...
 
 
 def compile_connect_schema(schema: Any, *, placeholder: str = UNAVAILABLE.TEXT, what: str = "value",
@@ -93,13 +83,13 @@ def _compile_field(field: Any, placeholder: str, wire: Wire, parent: str):
 class _Compiled:
     """A schema seen on the wire, compiled; `exact_numbers` once it proved to carry NUMERIC decimals."""
 
-    __slots__ = ("convert", "codec", "exact_numbers")
+    __slots__ = ("codec", "convert", "exact_numbers")
 
     def __init__(self, convert: Converter | None, codec: EnvelopeCodec) -> None:
         self.convert, self.codec, self.exact_numbers = convert, codec, False
 
 
-class Decoder:
+class Decoder(ChangeDecoder):
     """Decodes Debezium JSON records (JsonConverter, schemas enabled or not). Not thread-safe (caches)."""
 
     def __init__(self, *, unavailable_placeholder: str = UNAVAILABLE.TEXT, max_cached_schemas: int = 1024) -> None:
@@ -114,28 +104,17 @@ class Decoder:
 
     # -------------------------------------------------------------------------------- public
 
-    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
-               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """One Kafka record -> ChangeEvent. Raises a DecodeError subclass naming the record and the reason."""
+    def _value_event(self, value: bytes | str, **record: Any) -> ChangeEvent | None:
+        data = value.encode() if value.__class__ is str else value
+        compiled, payload = self._document(data, exact=False)
+        if payload is None:  # `{"schema": null, "payload": null}`
+            return None
         try:
-            header_dict = header_map(headers)
-            key_dict = self.decode_key(key)
-            if value is None:
-                return tombstone(topic, key_dict, header_dict, partition, offset)
-            data = value.encode() if value.__class__ is str else value
-            compiled, payload = self._document(data, exact=False)
-            if payload is None:
-                return tombstone(topic, key_dict, header_dict, partition, offset)
-            try:
-                return compiled.codec.event(payload, topic=topic, key=key_dict, headers=header_dict,
-                                            partition=partition, offset=offset)
-            except InexactNumber:
-                compiled.exact_numbers = True
-                compiled, payload = self._document(data, exact=True)
-                return compiled.codec.event(payload, topic=topic, key=key_dict, headers=header_dict,
-                                            partition=partition, offset=offset)
-        except DecodeError as exc:
-            raise located(exc, topic, partition, offset) from None
+            return compiled.codec.event(payload, **record)
+        except InexactNumber:  # decimal.format=NUMERIC: read this schema's records with exact numbers
+            compiled.exact_numbers = True
+            compiled, payload = self._document(data, exact=True)
+            return compiled.codec.event(payload, **record)
 
     def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
         """A record key (`{schema, payload}` or plain JSON) as a dict of decoded values; None stays None."""

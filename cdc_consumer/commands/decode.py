@@ -12,7 +12,8 @@ import binascii
 import sys
 import time
 import uuid
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import click
 import orjson
@@ -85,12 +86,11 @@ def _make_decoder(fmt: str, registry: str, schemas_file: str | None):
 
 def _print_decoded(decoder, records: Iterator[RawRecord | BadLine], max_records: int | None) -> int:
     """Decode and print each record (flushed per line: `--topic` output is live); returns how many failed."""
-    failed = count = 0
-    for record in records:
+    failed = 0
+    for count, record in enumerate(records, start=1):
         document = _decoded_document(decoder, record)
         failed += "error" in document
         click.echo(orjson.dumps(document))
-        count += 1
         if max_records is not None and count >= max_records:
             break
     return failed
@@ -149,7 +149,14 @@ def _field_bytes(text: Any, base64_bytes: bool, what: str) -> bytes | None:
 def _kafka_records(bootstrap: str, topic: str, from_beginning: bool,
                    idle_timeout: float | None) -> Iterator[RawRecord]:
     """Records of every partition of `topic`, read without a consumer group (nothing is committed)."""
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+    from confluent_kafka import (
+        OFFSET_BEGINNING,
+        OFFSET_END,
+        Consumer,
+        KafkaError,
+        KafkaException,
+        TopicPartition,
+    )
 
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdc-decode-{uuid.uuid4().hex[:12]}",
                          "enable.auto.commit": False, "enable.partition.eof": False})

@@ -8,7 +8,15 @@ import pytest
 from click.testing import CliRunner
 
 from cdc_consumer.cli import main
-from tests.unit.debezium_records import AVRO, PRECISE, avro_bytes, avro_schemas_path, debezium_dir, headers, records
+from tests.unit.debezium_records import (
+    AVRO,
+    PRECISE,
+    avro_bytes,
+    avro_schemas_path,
+    debezium_dir,
+    headers,
+    records,
+)
 
 pytestmark = pytest.mark.integration
 

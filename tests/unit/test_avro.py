@@ -21,7 +21,14 @@ from cdc_consumer.debezium import SchemaError
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.events import UNAVAILABLE, DecodeError, Op
 from cdc_consumer.schema_registry import SchemaFile
-from tests.unit.debezium_records import AVRO, PRECISE, avro_bytes, avro_schemas_path, headers, records
+from tests.unit.debezium_records import (
+    AVRO,
+    PRECISE,
+    avro_bytes,
+    avro_schemas_path,
+    headers,
+    records,
+)
 
 
 class DictSource:
@@ -87,7 +94,7 @@ def test_each_schema_id_is_asked_for_once():
 
 
 def test_a_schema_guid_header_is_accepted():
-    topic, key, value = avro_line(8)
+    topic, _, value = avro_line(8)
     guid = uuid.uuid4()
     framed = bytes([ConfluentWireFormat.MAGIC_GUID]) + guid.bytes + value[5:]
     decoder = AvroDecoder(DictSource({guid: fixture_schemas()[struct.unpack(">I", value[1:5])[0]]}))
@@ -115,13 +122,13 @@ def test_bytes_not_in_confluent_wire_format_are_named(data, reason):
 
 
 def test_an_unknown_schema_id_is_named():
-    topic, key, value = avro_line(8)
+    topic, _, value = avro_line(8)
     with pytest.raises(UnknownSchemaId, match="has no schema 999"):
         AvroDecoder(SchemaFile(avro_schemas_path())).decode(topic, None, b"\x00" + struct.pack(">I", 999) + value[5:])
 
 
 def test_a_truncated_or_overlong_body_is_invalid_avro():
-    topic, key, value = avro_line(8)
+    topic, _, value = avro_line(8)
     decoder = AvroDecoder(SchemaFile(avro_schemas_path()))
     with pytest.raises(InvalidAvro, match="does not match its schema"):
         decoder.decode(topic, None, value[:40])

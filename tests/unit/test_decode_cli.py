@@ -7,7 +7,14 @@ import json
 from click.testing import CliRunner
 
 from cdc_consumer.cli import main
-from tests.unit.debezium_records import AVRO, PRECISE, avro_schemas_path, debezium_dir, headers, records
+from tests.unit.debezium_records import (
+    AVRO,
+    PRECISE,
+    avro_schemas_path,
+    debezium_dir,
+    headers,
+    records,
+)
 
 
 def run(*args: str, stdin: str | None = None):

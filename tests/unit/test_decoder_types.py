@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import math
 import uuid
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal
 
 import pytest
@@ -14,7 +15,13 @@ from hypothesis import strategies as st
 from cdc_consumer.debezium import InvalidValue, SchemaError
 from cdc_consumer.decoder import Decoder, InvalidJson, compile_connect_schema
 from cdc_consumer.events import DecodeError
-from tests.unit.debezium_records import PRECISE, compact, minimal_twos_complement, records, value_doc
+from tests.unit.debezium_records import (
+    PRECISE,
+    compact,
+    minimal_twos_complement,
+    records,
+    value_doc,
+)
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
 SOURCE = {"version": "3.6.3.Final", "connector": "postgresql", "name": "t", "ts_ms": 1, "snapshot": "false",
@@ -54,15 +61,15 @@ def b64(data: bytes) -> str:
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
+    return datetime(*parts, tzinfo=UTC)
 
 
 # ------------------------------------------------------------------------------------- types
 
 @pytest.mark.parametrize(("spec", "wire", "expected"), [
     (field("bytes", DECIMAL, scale="8", **{"connect.decimal.precision": "30"}), "HL6NEAA=", Decimal("1234.56000000")),
-    (field("bytes", DECIMAL, scale="0"), "/w==", Decimal("-1")),
-    (field("bytes", DECIMAL, scale="-2"), "Kg==", Decimal("4200")),  # PostgreSQL 15 allows negative scale
+    (field("bytes", DECIMAL, scale="0"), "/w==", Decimal(-1)),
+    (field("bytes", DECIMAL, scale="-2"), "Kg==", Decimal(4200)),  # PostgreSQL 15 allows negative scale
     (field("struct", "io.debezium.data.VariableScaleDecimal"), {"scale": 5, "value": "BMsv"}, Decimal("3.14159")),
     (field("string", "io.debezium.time.ZonedTimestamp"), "2024-01-01T00:00:00.123456Z", utc(2024, 1, 1, 0, 0, 0, 123456)),
     (field("string", "io.debezium.time.ZonedTimestamp"), "2024-01-01T05:30:00+05:30", utc(2024, 1, 1)),
@@ -106,7 +113,7 @@ def utc(*parts: int) -> datetime:
 def test_semantic_type_decodes_exactly(spec, wire, expected):
     value = decode_value(spec, wire)
     if expected == "nan":
-        assert value != value
+        assert math.isnan(value)
     else:
         assert value == expected
         assert type(value) is type(expected)
@@ -218,7 +225,7 @@ def test_values_python_cannot_hold_exactly_are_errors_not_approximations(spec, w
 def test_a_missing_field_and_an_unknown_op_are_named():
     with pytest.raises(InvalidValue, match="v: missing from the payload"):
         Decoder().decode("t", None, envelope([field("int64", "io.debezium.time.MicroTime")], {}))
-    with pytest.raises(InvalidValue, match="unknown operation 'x'"):
+    with pytest.raises(InvalidValue, match="op: unknown value .x."):
         Decoder().decode("t", None, envelope([field("int32")], {"v": 1}, op="x"))
 
 
