@@ -6,7 +6,7 @@ walks its schema once and asks this module for one converter per field; the conv
 (base64 text in JSON, raw bytes in Avro) into the Python value `events.py` documents. `EnvelopeCodec`
 then turns a decoded payload into a `ChangeEvent`.
 
-Decisions (see also README "Decoding"):
+Decisions:
 - An unknown semantic `name` on a known Connect type decodes as that type (Debezium adds names such as
   `io.debezium.data.Xml` that need nothing more). A known name used wrongly — a Decimal without an integer
   `scale`, a Date on a string — is a `SchemaError`.
@@ -160,7 +160,10 @@ def float32_shortest(value: float) -> float:
     """
     if not math.isfinite(value):
         return value
-    exact = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    try:
+        exact = _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except (struct.error, OverflowError):
+        raise ValueError(f"{value!r} is outside float32's range") from None
     for digits in range(1, 10):
         candidate = float(f"{exact:.{digits}g}")
         if _FLOAT32.unpack(_FLOAT32.pack(candidate))[0] == exact:

@@ -8,6 +8,8 @@ import struct
 import uuid
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cdc_consumer.avro import (
     AvroDecoder,
@@ -156,3 +158,18 @@ def test_plain_avro_logical_types_map_to_the_connect_ones():
 def test_avro_errors_are_decode_errors():
     for error in (WireFormatError, InvalidAvro, UnknownSchemaId):
         assert issubclass(error, DecodeError)
+
+
+@settings(max_examples=400, deadline=None)
+@given(line=st.integers(min_value=1, max_value=34), where=st.floats(min_value=0, max_value=1),
+       junk=st.binary(min_size=1, max_size=3))
+def test_mangled_avro_records_raise_only_decode_errors(line, where, junk):
+    """Whatever the bytes, the Avro decoder returns an event or raises a DecodeError: it never crashes."""
+    topic, key, value = avro_line(line)
+    value = value or b"\x00\x00\x00\x00\x02"
+    cut = int(where * len(value))
+    mangled = value[:cut] + junk + value[cut + len(junk):]
+    try:
+        AvroDecoder(SchemaFile(avro_schemas_path())).decode(topic, key, mangled)
+    except DecodeError:
+        pass

@@ -239,3 +239,23 @@ def test_a_value_that_is_not_a_change_event_is_named():
 def test_every_decoder_error_is_a_decode_error():
     for error in (InvalidJson, InvalidValue, SchemaError):
         assert issubclass(error, DecodeError)
+
+
+@settings(max_examples=400, deadline=None)
+@given(line=st.integers(min_value=1, max_value=35), where=st.floats(min_value=0, max_value=1),
+       junk=st.binary(max_size=3))
+def test_mangled_records_raise_only_decode_errors(line, where, junk):
+    """Whatever the bytes, the decoder returns an event or raises a DecodeError: it never crashes."""
+    record = records(PRECISE)[line - 1]
+    value = (record["value"] or "").encode()
+    cut = int(where * len(value))
+    mangled = value[:cut] + junk + value[cut + len(junk):]
+    try:
+        Decoder().decode(record["topic"], record["key"], mangled)
+    except DecodeError:
+        pass
+
+
+def test_a_float32_out_of_range_is_an_invalid_value():
+    with pytest.raises(InvalidValue, match="outside float32's range"):
+        decode_value(field("float"), 3.5e38)
