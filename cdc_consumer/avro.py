@@ -231,7 +231,7 @@ class _CompiledAvro:
         stream = io.BytesIO(body)
         try:
             datum = fastavro.schemaless_reader(stream, self.reader_schema, None)
-        except (EOFError, ValueError, IndexError, KeyError, TypeError, struct.error) as exc:
+        except (EOFError, ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as exc:
             raise InvalidAvro(f"Avro body does not match its schema: {type(exc).__name__}: {exc}") from None
         if stream.tell() != len(body):
             raise InvalidAvro(f"Avro body does not match its schema: {len(body) - stream.tell()} bytes left over")
@@ -243,10 +243,8 @@ class AvroDecoder(ChangeDecoder):
 
     def __init__(self, schemas: SchemaSource | str, *, unavailable_placeholder: str = UNAVAILABLE.TEXT) -> None:
         """schemas: a SchemaSource, or a registry URL (then a `schema_registry.RegistryClient` asks it)."""
-        if isinstance(schemas, str):
-            from cdc_consumer.schema_registry import (
-                RegistryClient,  # the I/O edge, only when asked for
-            )
+        if isinstance(schemas, str):  # a URL: the HTTP client (the I/O edge) is imported only then
+            from cdc_consumer.schema_registry import RegistryClient
 
             schemas = RegistryClient(schemas)
         self._schemas = schemas

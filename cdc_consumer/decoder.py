@@ -103,18 +103,7 @@ class Decoder(ChangeDecoder):
         self._untyped = _Compiled(None, EnvelopeCodec.untyped(unavailable_placeholder))
 
     # -------------------------------------------------------------------------------- public
-
-    def _value_event(self, value: bytes | str, **record: Any) -> ChangeEvent | None:
-        data = value.encode() if value.__class__ is str else value
-        compiled, payload = self._document(data, exact=False)
-        if payload is None:  # `{"schema": null, "payload": null}`
-            return None
-        try:
-            return compiled.codec.event(payload, **record)
-        except InexactNumber:  # decimal.format=NUMERIC: read this schema's records with exact numbers
-            compiled.exact_numbers = True
-            compiled, payload = self._document(data, exact=True)
-            return compiled.codec.event(payload, **record)
+    # decode(topic, key, value, headers, partition, offset) -> ChangeEvent comes from ChangeDecoder
 
     def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
         """A record key (`{schema, payload}` or plain JSON) as a dict of decoded values; None stays None."""
@@ -127,15 +116,31 @@ class Decoder(ChangeDecoder):
             return self._key(data, exact=True)
 
     def key_headers(self, headers: Mapping[str, bytes | None]) -> dict[str, Any]:
-        """The primary-key-change headers of a record, decoded: {"newkey": {...}} and/or {"oldkey": {...}}."""
+        """The primary-key-change headers of a record, decoded: {"newkey": {...}} and/or {"oldkey": {...}}.
+
+        Connect's JsonConverter writes them as `{schema, payload}`; its default SimpleHeaderConverter as
+        schema-less JSON with decimals as numbers (`"price":-1E-8`), read here with exact numbers.
+        """
         found = {}
         for header, label in PK_CHANGE_HEADERS.items():
             raw = headers.get(header)
             if raw is not None:
-                found[label] = self.decode_key(raw)
+                found[label] = self._key(raw, exact=True)
         return found
 
     # ------------------------------------------------------------------------------- parsing
+
+    def _value_event(self, value: bytes | str, **record: Any) -> ChangeEvent | None:
+        data = value.encode() if value.__class__ is str else value
+        compiled, payload = self._document(data, exact=False)
+        if payload is None:  # `{"schema": null, "payload": null}`
+            return None
+        try:
+            return compiled.codec.event(payload, **record)
+        except InexactNumber:  # decimal.format=NUMERIC: read this schema's records with exact numbers
+            compiled.exact_numbers = True
+            compiled, payload = self._document(data, exact=True)
+            return compiled.codec.event(payload, **record)
 
     def _key(self, data: bytes, exact: bool) -> dict[str, Any] | None:
         compiled, payload = self._document(data, exact=exact)

@@ -126,6 +126,16 @@ def test_primary_key_change_headers_are_exposed_and_decodable():
     assert b'"payload":"crypto"' in create.headers["__debezium.context.connectorLogicalName"]
 
 
+def test_primary_key_change_headers_from_connects_default_header_converter():
+    """Kafka Connect's SimpleHeaderConverter (the worker default) writes the key struct as schema-less JSON;
+    this text is what connect-api 4.3.1 produced for a key with a quote and a Decimal(8) of -1E-8."""
+    header = b'{"symbol":"ETH\\"BUSD","event_time":"2024-01-01T00:00:00.000000Z","price":-1E-8}'
+    keys = Decoder().key_headers({"__debezium.newkey": header})
+    assert keys == {"newkey": {"symbol": 'ETH"BUSD', "event_time": "2024-01-01T00:00:00.000000Z",
+                               "price": Decimal("-0.00000001")}}
+    assert isinstance(keys["newkey"]["price"], Decimal)
+
+
 def test_keyless_table_has_a_null_key():
     event = decode_line(Decoder(), 31)
     assert event.key is None and event.op is Op.CREATE
