@@ -54,17 +54,27 @@ def _bytes(text: str | None) -> bytes | None:
     return None if text is None else text.encode()
 
 
-def encode_decimal(value: Decimal, scale: int) -> str:
-    """Debezium's Connect Decimal: base64 of the big-endian two's-complement unscaled integer."""
+def unscaled(value: Decimal, scale: int) -> int:
+    """The integer n with value == n * 10**-scale, exactly (ValueError if value has more decimals)."""
     sign, digits, exponent = value.as_tuple()
     shift = exponent + scale
     if shift < 0 and any(digits[shift:]):
         raise ValueError(f"{value} has more than {scale} decimals")
     magnitude = int("".join(map(str, digits)) or "0")
-    unscaled = magnitude * 10 ** shift if shift >= 0 else magnitude // 10 ** -shift
-    unscaled = -unscaled if sign else unscaled
-    length = max(1, (unscaled.bit_length() + 8) // 8)
-    return base64.b64encode(unscaled.to_bytes(length, "big", signed=True)).decode()
+    magnitude = magnitude * 10 ** shift if shift >= 0 else magnitude // 10 ** -shift
+    return -magnitude if sign else magnitude
+
+
+def with_scale(value: Decimal, scale: int) -> Decimal:
+    """`value` as PostgreSQL numeric(p, scale) stores it (built exactly, no context rounding)."""
+    return Decimal(f"{unscaled(value, scale)}e-{scale}")
+
+
+def encode_decimal(value: Decimal, scale: int) -> str:
+    """Debezium's Connect Decimal: base64 of the big-endian two's-complement unscaled integer."""
+    number = unscaled(value, scale)
+    length = max(1, (number.bit_length() + 8) // 8)
+    return base64.b64encode(number.to_bytes(length, "big", signed=True)).decode()
 
 
 def iso_us(moment: datetime) -> str:
@@ -99,6 +109,7 @@ def _stream(table: str, key_columns: tuple[str, ...], rows: list[dict], start_ts
     records, final = [], {}
     payload = value_doc["payload"]
     for index, row in enumerate(rows):
+        row = {c: with_scale(v, scales[c]) if c in scales and v is not None else v for c, v in row.items()}
         wire = {c: (encode_decimal(v, scales[c]) if c in scales and v is not None else
                     iso_us(v) if isinstance(v, datetime) else v) for c, v in row.items()}
         key_doc["payload"] = {c: wire[c] for c in key_columns}

@@ -373,9 +373,10 @@ class ChangeConsumer:
         now = time.monotonic()
         rate = (self.totals.consumed - self._progress_consumed) / max(1e-9, now - self._last_progress)
         self._last_progress, self._progress_consumed = now, self.totals.consumed
-        log.info("progress: %.0f events/s, consumed %d, applied %d, skipped %d, dlq %d, lag %d%s", rate,
-                 self.totals.consumed, self.totals.applied, self.totals.skipped, self.totals.dlq,
-                 self.consumer_lag(), ", PAUSED (Cassandra writes failing)" if self.paused else "",
+        log.info("progress: %.0f events/s, consumed %d, applied %d, skipped %d, dlq %d, lag %d, "
+                 "writes in flight %d, records buffered %d%s", rate, self.totals.consumed, self.totals.applied,
+                 self.totals.skipped, self.totals.dlq, self.consumer_lag(), self.sink.in_flight, self.sink.buffered,
+                 ", PAUSED (Cassandra writes failing)" if self.paused else "",
                  extra={"events_per_s": round(rate, 1), "consumed": self.totals.consumed,
                         "applied": self.totals.applied, "skipped": self.totals.skipped, "dlq": self.totals.dlq,
                         "paused": self.paused})

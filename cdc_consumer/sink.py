@@ -116,7 +116,8 @@ class CassandraSink:
 
     def flush(self) -> None:
         """Send everything buffered as one chunk; raises SinkBackpressure while writes are failing."""
-        self.poll()
+        self._drain_completions(0)
+        self._resend_due()
         if self.failing:
             raise SinkBackpressure(self._backoff(max(r.attempts for r in self._retry)), self._last_error)
         if not self._tokens:

@@ -198,13 +198,17 @@ def latest_by_symbol(records, decoder: Decoder | None = None) -> dict[str, dict]
     return {symbol: after for symbol, (_, after) in newest.items()}
 
 
+def epoch_us(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
 def cassandra_value(source_value, column: str):
     """What a Cassandra column holds for a source value under the project's conventions."""
     if isinstance(source_value, Decimal):
         return source_value if column.endswith("_exact") else float(source_value)
     if isinstance(source_value, datetime):
         if column.endswith("_us"):
-            return (source_value - EPOCH) // timedelta(microseconds=1)
+            return epoch_us(source_value)
         utc = source_value.astimezone(UTC).replace(tzinfo=None)
         return utc.replace(microsecond=utc.microsecond // 1000 * 1000)  # Cassandra keeps milliseconds
     return source_value

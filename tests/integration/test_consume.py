@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import orjson
@@ -14,6 +14,7 @@ from tests.integration.consume_support import (
     assert_row_matches,
     build_consumer,
     create_topic,
+    epoch_us,
     latest_by_symbol,
     produce,
     read_all,
@@ -190,8 +191,4 @@ def test_poison_records_go_to_the_dlq_with_their_origin_and_the_rest_is_applied(
 
 def datetime_2030():
     return datetime(2030, 1, 1, tzinfo=UTC)
-
-
-def epoch_us(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
