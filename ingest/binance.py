@@ -14,7 +14,6 @@ becomes `MalformedPayload`. Clock and sleep are injectable so tests need no real
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -97,11 +96,6 @@ class ClientConfig:
             raise ValueError(f"base URL {self.base_url!r} must start with http:// or https://")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-
-    @staticmethod
-    def base_url_from_env(env: Mapping[str, str] | None = None) -> str:
-        env = os.environ if env is None else env
-        return env.get("BINANCE_BASE_URL") or DEFAULT_BASE_URL
 
 
 class RateLimiter:

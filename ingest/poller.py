@@ -31,7 +31,7 @@ from ingest.binance import (
     ticker_weight,
 )
 from ingest.models import MalformedPayload
-from ingest.store import Batch, Store, TableCounts
+from ingest.store import Batch, BatchRejected, Store, TableCounts
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +174,8 @@ class Poller:
         try:
             report.counts = self.store.write(batch)
             self._remember(batch)
+        except BatchRejected as exc:
+            report.problems.append(f"{exc}; this cycle's rows are dropped")
         except Interrupted:
             report.rows_lost = len(batch)
             log.error("stopped while PostgreSQL was unreachable: %d fetched rows of cycle %d were not written",

@@ -11,7 +11,7 @@ import pytest
 from ingest.binance import BinanceClient, ClientConfig
 from ingest.poller import PollConfig, Poller, Scheduler, Task
 from ingest.sim import SimControl, SimServer
-from ingest.store import Batch, TableCounts
+from ingest.store import Batch, BatchRejected, TableCounts
 
 
 class RecordingStore:
@@ -117,6 +117,18 @@ def test_the_depth_of_each_side_received_is_recorded_for_trimming(sim):
     poller, store, _ = make_poller(sim, ["BTCUSDT"], depth=7, trades=0)
     poller.run_cycle()
     assert store.batches[0].book_depths == {("BTCUSDT", "bid"): 7, ("BTCUSDT", "ask"): 7}
+
+
+def test_a_batch_postgres_rejects_is_reported_and_the_poller_goes_on(sim):
+    class RejectingStore(RecordingStore):
+        def write(self, batch):
+            raise BatchRejected("PostgreSQL rejected the batch of 3 rows: NumericValueOutOfRange")
+
+    poller, _, _ = make_poller(sim, ["BTCUSDT"], depth=0, trades=0)
+    poller.store = RejectingStore()
+    report = poller.run_cycle()
+    assert any("NumericValueOutOfRange" in p for p in report.problems)
+    assert report.rows_lost == 0 and poller.kline_resume == {}  # nothing remembered as written
 
 
 def test_poll_config_rejects_an_empty_symbol_list():
