@@ -573,8 +573,9 @@ class SimServer:
     """The HTTP server plus (when tick_s > 0) the thread that steps the market with the wall clock."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, symbols: int = 20, seed: int = 1,
-                 tick_s: float = 1.0, weight_limit: int = 6000):
-        self.state = SimState(SimMarket(symbols, seed, int(time.time() * 1000)), weight_limit)
+                 tick_s: float = 1.0, weight_limit: int = 6000, start_ms: int | None = None):
+        start_ms = int(time.time() * 1000) if start_ms is None else start_ms
+        self.state = SimState(SimMarket(symbols, seed, start_ms), weight_limit)
         handler = type("BoundSimHandler", (SimHandler,), {"sim": self.state})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
@@ -621,9 +622,11 @@ class SimServer:
         self._threads.append(thread)
 
     def _ticker(self) -> None:
+        """Step every tick; the market clock runs at wall-clock speed from its start time."""
+        started, start_ms = time.monotonic(), self.state.market.now_ms
         while not self._stop.wait(self.tick_s):
             with self.state.lock:
-                self.state.market.step(int(time.time() * 1000))
+                self.state.market.step(start_ms + int((time.monotonic() - started) * 1000))
 
 
 class SimControl:

@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 import threading
+from datetime import timezone
 
 import click
 import orjson
@@ -85,7 +86,7 @@ def stop_on_signals() -> threading.Event:
 @pg_dsn_option
 @click.option("--base-url", envvar="BINANCE_BASE_URL", default="https://api.binance.com", show_default=True,
               help="Binance REST base URL (e.g. the simulator's http://127.0.0.1:8099).")
-@click.option("--write-method", type=click.Choice(["unnest", "executemany", "copy"]), default="unnest",
+@click.option("--write-method", type=click.Choice(["copy", "unnest", "executemany"]), default="copy",
               show_default=True, help="How rows are batched into PostgreSQL (see bench/bench_poller.py).")
 def poll(symbols, interval, kline_intervals, depth, trades, backfill, weight_budget, once, pg_dsn, base_url,
          write_method) -> None:
@@ -135,15 +136,20 @@ def loopback_host(ctx, param, value: str) -> str:
               help="Market step period; 0 = prices move only on POST /__sim/step.")
 @click.option("--weight-limit", type=click.IntRange(1), default=6000, show_default=True,
               help="Weight per minute before answering 429.")
+@click.option("--start", type=click.DateTime(["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S"]), default=None,
+              help="Market clock start (UTC), e.g. 2024-01-01T00:00:10; default now. Repeatable runs for tests.")
 @click.option("--fault", "faults", multiple=True,
               help='Fault to inject at start, as JSON (repeatable), e.g. \'{"status": 500, "count": 2}\'.')
-def binance_sim(port, host, symbol_count, seed, tick, weight_limit, faults) -> None:
+def binance_sim(port, host, symbol_count, seed, tick, weight_limit, start, faults) -> None:
     """Serve a simulated Binance REST API (ticker/24hr, klines, depth, trades) with fault injection."""
+    from ingest.models import datetime_to_millis
     from ingest.sim import SimServer
 
     tick_s = 0.0 if tick.strip() in ("0", "0s") else parse_duration(None, None, tick)
+    start_ms = None if start is None else datetime_to_millis(start.replace(tzinfo=timezone.utc))
     try:
-        server = SimServer(host, port, symbols=symbol_count, seed=seed, tick_s=tick_s, weight_limit=weight_limit)
+        server = SimServer(host, port, symbols=symbol_count, seed=seed, tick_s=tick_s, weight_limit=weight_limit,
+                           start_ms=start_ms)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     for spec in faults:
