@@ -15,6 +15,7 @@ Control endpoints (tests, demo):
   POST   /__sim/faults   {"status": 429, "retry_after": 2, "count": 1}   answer the next matching request(s)
                          {"status": 418, "retry_after": 2} | {"status": 500, "count": 2} | {"delay_s": 3}
                          {"malformed": true} | {"unknown_symbol": "ETHUSDT"}; optional "path": "/api/v3/depth"
+  GET    /__sim/faults   pending faults and unknown symbols
   DELETE /__sim/faults   clear all faults (and unknown symbols)
   POST   /__sim/step     {"steps": 1, "symbols": ["BTCUSDT"]}              advance the market
   GET    /__sim/requests [{"time", "path", "query", "status"}, ...]        recent API requests received
@@ -403,7 +404,7 @@ class SimHandler(BaseHTTPRequestHandler):
     # response waits ~40 ms for the client's delayed ACK.
     wbufsize = -1
     disable_nagle_algorithm = True
-    sim: SimState  # set on the subclass made by make_server
+    sim: SimState  # set on the per-server subclass SimServer makes
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)

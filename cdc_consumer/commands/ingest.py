@@ -31,6 +31,11 @@ def parse_duration(ctx, param, value: str) -> float:
     return seconds
 
 
+def parse_tick(ctx, param, value: str) -> float:
+    """A duration, or 0 for a market that moves only when stepped."""
+    return 0.0 if value.strip() in ("0", "0s") else parse_duration(ctx, param, value)
+
+
 def parse_symbols(ctx, param, value: str) -> tuple[str, ...]:
     from ingest.models import symbols_of
 
@@ -132,7 +137,7 @@ def loopback_host(ctx, param, value: str) -> str:
 @click.option("--symbols", "symbol_count", type=click.IntRange(1, 5000), default=20, show_default=True,
               help="Number of symbols: BTCUSDT, ETHUSDT, BNBUSDT, SOLUSDT, XRPUSDT, then SYM001USDT, ...")
 @click.option("--seed", type=int, default=1, show_default=True, help="Random-walk seed (same seed, same market).")
-@click.option("--tick", default="1s", show_default=True,
+@click.option("--tick", "tick_s", default="1s", show_default=True, callback=parse_tick,
               help="Market step period; 0 = prices move only on POST /__sim/step.")
 @click.option("--weight-limit", type=click.IntRange(1), default=6000, show_default=True,
               help="Weight per minute before answering 429.")
@@ -140,12 +145,11 @@ def loopback_host(ctx, param, value: str) -> str:
               help="Market clock start (UTC), e.g. 2024-01-01T00:00:10; default now. Repeatable runs for tests.")
 @click.option("--fault", "faults", multiple=True,
               help='Fault to inject at start, as JSON (repeatable), e.g. \'{"status": 500, "count": 2}\'.')
-def binance_sim(port, host, symbol_count, seed, tick, weight_limit, start, faults) -> None:
+def binance_sim(port, host, symbol_count, seed, tick_s, weight_limit, start, faults) -> None:
     """Serve a simulated Binance REST API (ticker/24hr, klines, depth, trades) with fault injection."""
     from ingest.models import datetime_to_millis
     from ingest.sim import SimServer
 
-    tick_s = 0.0 if tick.strip() in ("0", "0s") else parse_duration(None, None, tick)
     start_ms = None if start is None else datetime_to_millis(start.replace(tzinfo=timezone.utc))
     try:
         server = SimServer(host, port, symbols=symbol_count, seed=seed, tick_s=tick_s, weight_limit=weight_limit,

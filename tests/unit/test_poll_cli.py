@@ -26,6 +26,7 @@ def run(*args: str):
     (["poll", "--symbols", "BTCUSDT", "--weight-budget", "7000"], "--weight-budget"),
     (["binance-sim", "--host", "0.0.0.0"], "not a loopback address"),
     (["binance-sim", "--port", "70000"], "--port"),
+    (["binance-sim", "--tick", "fast"], "'fast' is not a positive duration"),
     (["binance-sim", "--port", "0", "--fault", "{not json"], "--fault"),
     (["binance-sim", "--port", "0", "--fault", '{"status": 200}'], "400..599"),
 ])
