@@ -204,8 +204,8 @@ class ChangeConsumer:
         self.metrics.consumed.labels(topic).inc()
         try:
             event = self.decode(topic, message.key(), message.value(), message.headers(), partition, offset)
-        except DecodeError as exc:
-            self._to_dlq(record, message, "DecodeError", exc.reason)
+        except DecodeError as exc:  # error type: the subclass (InvalidJson, UnknownSchemaId, ...)
+            self._to_dlq(record, message, type(exc).__name__, exc.reason)
             return
         except Exception as exc:  # noqa: BLE001 - a decoder bug on one record must not stop the stream
             self._to_dlq(record, message, type(exc).__name__, str(exc))

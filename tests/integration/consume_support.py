@@ -110,6 +110,13 @@ def read_all(bootstrap: str, topic: str) -> list:
 
 # -------------------------------------------------------------------------------------- consumer
 
+# The fixtures' toast_demo table gets a test-only Cassandra table and mapping (TOAST behaviour);
+# type_zoo and trade_nopk have no Cassandra table: their events are counted and skipped.
+TOAST_TABLE = "CREATE TABLE IF NOT EXISTS toast_demo (id int PRIMARY KEY, payload text, note text)"
+TOAST_MAPPING = {"public.toast_demo": {"targets": [
+    {"table": "toast_demo", "columns": {"id": "id", "payload": "payload", "note": "note"}}]}}
+FIXTURE_ONLY_TABLES = ("public.type_zoo", "public.trade_nopk")
+
 
 def write_mapping(tmp_path: Path, *, extra_tables: dict | None = None, skip: Iterable[str] = ()) -> Path:
     """The default mapping plus test-only source tables, as a file for --mapping."""
@@ -122,12 +129,13 @@ def write_mapping(tmp_path: Path, *, extra_tables: dict | None = None, skip: Ite
 
 
 def build_consumer(bootstrap: str, session, topic: str, group: str, mapping_file: Path | None = None,
-                   **settings) -> ChangeConsumer:
+                   decode=None, **settings) -> ChangeConsumer:
     keyspace = session.keyspace
     mapping = compile_mapping(load_mapping(mapping_file), describe_tables(session, keyspace), session.prepare,
                               keyspace)
     sink_options = {k: settings.pop(k) for k in ("retry_max", "max_in_flight", "max_batch_rows") if k in settings}
-    return ChangeConsumer(ConsumerSettings(bootstrap, group, (topic,), **settings), Decoder().decode, mapping,
+    return ChangeConsumer(ConsumerSettings(bootstrap, group, (topic,), **settings), decode or Decoder().decode,
+                          mapping,
                           CassandraSink(session, **sink_options), DeadLetterQueue(bootstrap))
 
 

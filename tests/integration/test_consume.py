@@ -11,6 +11,9 @@ import pytest
 from bench.envelopes import fixture_records, ticker_stream
 from cdc_consumer import schema
 from tests.integration.consume_support import (
+    FIXTURE_ONLY_TABLES,
+    TOAST_MAPPING,
+    TOAST_TABLE,
     assert_row_matches,
     build_consumer,
     create_topic,
@@ -27,10 +30,6 @@ from tests.support import unique_name
 
 pytestmark = pytest.mark.integration
 
-TOAST_TABLE = "CREATE TABLE IF NOT EXISTS toast_demo (id int PRIMARY KEY, payload text, note text)"
-TOAST_MAPPING = {"public.toast_demo": {"targets": [
-    {"table": "toast_demo", "columns": {"id": "id", "payload": "payload", "note": "note"}}]}}
-FIXTURE_ONLY_TABLES = ("public.type_zoo", "public.trade_nopk")  # no Cassandra table: counted and skipped
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +180,7 @@ def test_poison_records_go_to_the_dlq_with_their_origin_and_the_rest_is_applied(
         assert all(header[name] == raw for name, raw in original_headers)
         assert header["cdc.error"]
     types = [h["cdc.error.type"] for h in headers]
-    assert types == [b"DecodeError", b"DecodeError", b"UnmappableRecord", b"DecodeError"]
+    assert types == [b"InvalidJson", b"InvalidValue", b"UnmappableRecord", b"InvalidJson"]
     assert b"no mapping for source table 'public.type_zoo'" in headers[2]["cdc.error"]
     applied = {r.symbol for r in keyspace.execute("SELECT symbol FROM ticker_by_day WHERE symbol IN "
                                                   "('SYM0000', 'SYM0001', 'SYM0002') AND day = '2030-01-01'")}
