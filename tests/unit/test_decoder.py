@@ -269,6 +269,23 @@ def test_decimal_handling_mode_string_gives_the_text_unchanged():
     assert after["quote_volume"] == "9999999999999999999999.99999999"
 
 
+def test_decimal_handling_mode_double_gives_binary_floats():
+    """double mode: numeric columns become Connect float64 and arrive as JSON numbers (lossy by design)."""
+    doc = value_doc(8)
+    exact = decode_line(Decoder(), 8).after
+    for part in ("before", "after"):
+        struct = next(f for f in doc["schema"]["fields"] if f["field"] == part)
+        for column in struct["fields"]:
+            if column.pop("name", None) == "org.apache.kafka.connect.data.Decimal":
+                column.update(type="double")
+                column.pop("parameters")
+                doc["payload"]["after"][column["field"]] = float(exact[column["field"]])
+    assert b'"quote_volume":1e+22' in compact(doc)  # Debezium sends 9999999999999999999999.99999999 as 1.0E22
+    after = Decoder().decode("crypto.public.ticker_24h", None, compact(doc)).after
+    assert after["quote_volume"] == 1e22 and isinstance(after["quote_volume"], float)
+    assert after["price_change"] == -1e-8
+
+
 def test_transaction_metadata_records_and_the_per_event_block():
     decoder = Decoder()
     key, value = transaction_record("BEGIN", "1110:29690416", 1795268903013)
