@@ -5,10 +5,11 @@
 -- sends at most 8 decimals; 22 integer digits for prices, 30 for volumes). Times are timestamptz
 -- built from Binance's epoch milliseconds.
 --
--- REPLICA IDENTITY: every table keeps DEFAULT (the primary key), chosen per table below. Under DEFAULT
--- an UPDATE event carries the full new row and a DELETE event carries the key columns only, which is
--- all the downstream sink needs (it upserts by key and deletes by key). FULL would make PostgreSQL log
--- whole old rows on every update for no reader; NOTHING would strip the key from DELETE events.
+-- REPLICA IDENTITY: DEFAULT (the primary key) everywhere but `trades`, chosen per table below. Under
+-- DEFAULT an UPDATE event carries the full new row and a DELETE event carries the key columns only,
+-- which is all the sink needs when its Cassandra key derives from the source key. FULL would make
+-- PostgreSQL log whole old rows on every update for no reader; NOTHING would strip the key from
+-- DELETE events.
 -- No column here is large enough to be TOASTed, so Debezium never has to report an unchanged-TOAST
 -- placeholder under DEFAULT.
 
@@ -75,7 +76,9 @@ CREATE TABLE IF NOT EXISTS order_book (
 );
 
 -- Recent trades: immutable once written (inserted with ON CONFLICT DO NOTHING).
--- REPLICA IDENTITY DEFAULT: trades are never updated; a delete needs only (symbol, trade_id).
+-- REPLICA IDENTITY FULL: Cassandra partitions trades by (symbol, UTC day of trade_time), and trade_time
+-- is not in this key, so a DELETE event must carry the whole old row to address the Cassandra row.
+-- Trades are never updated, so FULL costs WAL only on (rare) deletes.
 CREATE TABLE IF NOT EXISTS trades (
     symbol         text          NOT NULL,
     trade_id       bigint        NOT NULL,
@@ -88,7 +91,7 @@ CREATE TABLE IF NOT EXISTS trades (
     PRIMARY KEY (symbol, trade_id)
 );
 
--- Written by Debezium's heartbeat.action.query (UPDATE cdc_heartbeat SET ts = now() WHERE id = 1) so a
+-- Written by Debezium's heartbeat.action.query (an upsert of row id 1, connectors/postgres.json) so a
 -- quiet database still produces WAL for the slot to confirm, and WAL behind the slot can be recycled.
 -- REPLICA IDENTITY DEFAULT: a single row named by id.
 CREATE TABLE IF NOT EXISTS cdc_heartbeat (
@@ -106,16 +109,19 @@ CREATE TABLE IF NOT EXISTS cdc_signal (
 );
 
 -- Re-assert the documented replica identity if someone changed it (only when it differs, so a re-run
--- takes no lock and writes no catalog row).
+-- takes no lock and writes no catalog row). 'd' = DEFAULT, 'f' = FULL.
 DO $$
 DECLARE
     t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['ticker_24h', 'klines', 'order_book', 'trades', 'cdc_heartbeat', 'cdc_signal']
+    FOREACH t IN ARRAY ARRAY['ticker_24h', 'klines', 'order_book', 'cdc_heartbeat', 'cdc_signal']
     LOOP
         IF (SELECT relreplident FROM pg_class WHERE oid = format('public.%I', t)::regclass) <> 'd' THEN
             EXECUTE format('ALTER TABLE public.%I REPLICA IDENTITY DEFAULT', t);
         END IF;
     END LOOP;
+    IF (SELECT relreplident FROM pg_class WHERE oid = 'public.trades'::regclass) <> 'f' THEN
+        ALTER TABLE public.trades REPLICA IDENTITY FULL;
+    END IF;
 END
 $$;
