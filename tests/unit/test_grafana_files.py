@@ -34,6 +34,7 @@ from tests.unit.cql_tables import cql_table_schemas
 
 DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 PROVIDERS_FILE = GRAFANA / "provisioning" / "dashboards" / "dashboards.yaml"
+PROMETHEUS_CONFIG = GRAFANA.parent / "compose" / "prometheus.yml"
 MARKET_DASHBOARDS = ("market-overview", "candlesticks", "trades")
 # Tables whose clustering key is a time: their panels must bound it with the dashboard's time range.
 TIME_CLUSTERED = {"ticker_by_day": "event_time", "klines_by_bucket": "open_time", "trades_by_day": "trade_time"}
@@ -212,6 +213,8 @@ def test_prometheus_panels_read_metrics_that_cdc_consume_exposes(dashboards):
     for needed in ("cdc_events_consumed_total", "cdc_end_to_end_lag_seconds_bucket", "cdc_events_dlq_total",
                    "cdc_consumer_lag"):
         assert needed in used
+    scrape_jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    assert set(re.findall(r'job="([^"]+)"', used)) == scrape_jobs
 
 
 # ------------------------------------------------------------------------- the rules on bad documents
