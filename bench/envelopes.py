@@ -73,8 +73,8 @@ def with_scale(value: Decimal, scale: int) -> Decimal:
 def encode_decimal(value: Decimal, scale: int) -> str:
     """Debezium's Connect Decimal: base64 of the big-endian two's-complement unscaled integer."""
     number = unscaled(value, scale)
-    length = max(1, (number.bit_length() + 8) // 8)
-    return base64.b64encode(number.to_bytes(length, "big", signed=True)).decode()
+    magnitude = number if number >= 0 else ~number  # minimal length, like BigInteger.toByteArray
+    return base64.b64encode(number.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)).decode()
 
 
 def iso_us(moment: datetime) -> str:

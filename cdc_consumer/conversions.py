@@ -80,6 +80,8 @@ def to_boolean(value: Any) -> bool:
 
 def to_decimal(value: Any) -> Decimal:
     """Exact decimal. Floats are refused: they mean the connector runs decimal.handling.mode=double."""
+    if type(value) is Decimal and value.is_finite():  # the usual case, first
+        return value
     if isinstance(value, (bool, float)):
         raise _type_error("an exact decimal", value)
     if isinstance(value, int):
@@ -98,8 +100,8 @@ def to_decimal(value: Any) -> Decimal:
 
 def to_double(value: Any) -> float:
     """Correctly rounded double of an exact value (chart columns only)."""
-    if isinstance(value, float):
-        return value
+    if type(value) is Decimal or isinstance(value, float):
+        return float(value)
     if isinstance(value, str):
         value = to_decimal(value)
     if isinstance(value, bool) or not isinstance(value, (Decimal, int)):

@@ -27,6 +27,7 @@ from cdc_consumer.conversions import (
     Conversion,
     ConversionError,
 )
+from cdc_consumer.cql_values import StatementBinder
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 
@@ -296,19 +297,37 @@ class TargetWriter:
     partition_size: int
     on_delete: str
     nulls_on_create: str
-    insert: Any = None  # prepared INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
-    delete: Any = None  # prepared DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
+    insert: StatementBinder | None = None  # INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
+    delete: StatementBinder | None = None  # DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
     key_columns: tuple[CompiledColumn, ...] = field(init=False)
     key_positions: tuple[int, ...] = field(init=False)
+    _plan: tuple = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         by_name = {c.column: i for i, c in enumerate(self.columns)}
         self.key_positions = tuple(by_name[k] for k in self.primary_key)
         self.key_columns = tuple(self.columns[i] for i in self.key_positions)
+        self._plan = tuple((c, c.sources[0] if len(c.sources) == 1 else None, c.conversion.convert)
+                           for c in self.columns)
 
     def upsert(self, row: dict[str, Any], *, create: bool, timestamp: int, order: tuple) -> Write:
-        skip_nulls = create and self.nulls_on_create == "skip"
-        values = [self._value(c, row, skip_nulls) for c in self.columns]
+        null = UNSET_VALUE if create and self.nulls_on_create == "skip" else None
+        values = []
+        append = values.append
+        for column, source, convert in self._plan:  # the hot path: one pass, no per-column calls
+            if source is None:  # several source columns
+                append(self._value(column, row, null is UNSET_VALUE))
+                continue
+            value = row.get(source, UNSET_VALUE)  # a column the source table lacks: leave it alone
+            if value is None:
+                append(null)
+            elif value is UNSET_VALUE or value is UNAVAILABLE:  # unchanged TOAST value: keep the stored one
+                append(UNSET_VALUE)
+            else:
+                try:
+                    append(convert(value))
+                except ConversionError as exc:
+                    raise self._unmappable(column, exc) from exc
         key = tuple(values[i] for i in self.key_positions)
         self._check_key(key, "row")
         return Write(self, key, values, timestamp, order)
@@ -337,7 +356,10 @@ class TargetWriter:
         try:
             return column.conversion.convert(*raw)
         except ConversionError as exc:
-            raise UnmappableRecord(f"{self.table}.{column.column} <- {', '.join(column.sources)}: {exc}") from exc
+            raise self._unmappable(column, exc) from exc
+
+    def _unmappable(self, column: CompiledColumn, exc: ConversionError) -> UnmappableRecord:
+        return UnmappableRecord(f"{self.table}.{column.column} <- {', '.join(column.sources)}: {exc}")
 
     def _check_key(self, key: tuple, what: str) -> None:
         for column, value in zip(self.key_columns, key):
@@ -428,7 +450,7 @@ def compile_mapping(spec: MappingSpec, schemas: dict[str, TableSchema],
     if prepare is not None:
         prefix = f"{validate_identifier(keyspace, what='keyspace')}." if keyspace else ""
         for writer in compiled.writers:
-            writer.insert, writer.delete = (prepare(cql) for cql in statements_for(writer, prefix))
+            writer.insert, writer.delete = (StatementBinder(prepare(cql)) for cql in statements_for(writer, prefix))
     return compiled
 
 

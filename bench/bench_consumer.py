@@ -1,0 +1,208 @@
+"""Benchmark: sustained events/s of one `cdc consume` process, Kafka -> Cassandra, on the local stack.
+
+Targets (issue 6): >= 20,000 events/s, >= 3x a naive consumer, >= 1.5x the raw driver ceiling, all
+measured in this one run on the same generated records:
+
+  consumer    `cdc consume` as a child process, the topic pre-filled; rate = events / (last applied -
+              first consumed), read from its own Prometheus metrics; batch p50/p99 from its
+              cdc_batch_write_seconds histogram (interpolated inside the buckets, like histogram_quantile).
+  naive       bench/naive_consumer.py: auto-commit, one synchronous INSERT per row (the seeds' design),
+              same decoder and mapping; run on the first --naive-events records.
+  raw driver  the same Cassandra rows (decoded and mapped beforehand, untimed) inserted with
+              cassandra.concurrent.execute_concurrent: no Kafka, no decoding.
+
+Records: captured ticker_24h / klines envelopes (bench/envelopes.py) with varied keys and values, ticker
+and kline alternating; a ticker event writes two rows (ticker_by_day + latest_prices), a kline one.
+Each run writes into its own fresh keyspace.
+
+    .venv/bin/python bench/bench_consumer.py [--events 60000] [--naive-events 6000] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cassandra.concurrent import execute_concurrent
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from bench.envelopes import kline_stream, ticker_stream
+from cdc_consumer import cql_session, schema
+from cdc_consumer.config import Settings
+from cdc_consumer.decoder import Decoder
+from cdc_consumer.mapping import compile_mapping, describe_tables, load_mapping
+from tests.support import unique_name, wait_until
+
+TARGETS = {"consumer.events_per_s": (">=", 20_000), "consumer.naive_ratio": (">=", 3.0),
+           "consumer.raw_driver_ratio": (">=", 1.5)}
+
+
+def records(events: int) -> list[tuple[bytes, bytes]]:
+    tickers = ticker_stream(events - events // 2, symbols=50).records
+    klines = kline_stream(events // 2, symbols=50).records
+    mixed = [r for pair in zip(tickers, klines) for r in pair]
+    return mixed + tickers[len(klines):]
+
+
+def produce(bootstrap: str, topic: str, partitions: int, stream: list[tuple[bytes, bytes]]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
+                         "compression.type": "lz4"})
+    for key, value in stream:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise RuntimeError("producer did not deliver every record")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(port: int) -> dict:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values: dict = {"consumed": 0.0, "applied": 0.0, "buckets": []}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "cdc_events_consumed_total":
+                values["consumed"] += sample.value
+            elif sample.name == "cdc_events_applied_total":
+                values["applied"] += sample.value
+            elif sample.name == "cdc_batch_write_seconds_bucket":
+                values["buckets"].append((float(sample.labels["le"]), sample.value))
+    return values
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus-style quantile estimate from cumulative (upper bound, count) buckets."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1]
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def run_consumer(topic: str, keyspace: str, events: int) -> dict:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic,
+                                "--group", unique_name("bench"), "--cassandra-keyspace", keyspace,
+                                "--metrics-port", str(port), "--progress-every", "0"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        first = wait_until(lambda: (m := scrape(port))["consumed"] > 0 and (time.perf_counter(), m), timeout=120,
+                           interval=0.01, what="the consumer's first record")
+        last = wait_until(lambda: (m := scrape(port))["applied"] >= events and (time.perf_counter(), m),
+                          timeout=1800, interval=0.02, what=f"all {events} events applied")
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=120)
+    if process.returncode != 0:
+        raise RuntimeError(f"cdc consume exited {process.returncode}: {errors[-2000:]}")
+    (t0, start), (t1, end) = first, last
+    return {"events_per_s": (end["applied"] - start["applied"]) / (t1 - t0),
+            "batch_p50_ms": histogram_quantile(0.5, end["buckets"]) * 1000,
+            "batch_p99_ms": histogram_quantile(0.99, end["buckets"]) * 1000}
+
+
+def run_naive(topic: str, keyspace: str, events: int) -> float:
+    output = subprocess.run([sys.executable, str(REPO / "bench" / "naive_consumer.py"), "--topic", topic,
+                             "--keyspace", keyspace, "--count", str(events), "--group", unique_name("naive")],
+                            cwd=REPO, capture_output=True, text=True, check=True, timeout=3600).stdout
+    result = json.loads(output.strip().splitlines()[-1])
+    return result["events"] / result["seconds"]
+
+
+def run_raw_driver(session, keyspace: str, stream: list[tuple[bytes, bytes]]) -> float:
+    """The same rows as the consumer writes, inserted with execute_concurrent (decode/map untimed)."""
+    mapping = compile_mapping(load_mapping(), describe_tables(session, keyspace), session.prepare, keyspace)
+    decoder = Decoder()
+    statements = [(w.target.insert.prepared, [*w.values, w.timestamp])
+                  for key, value in stream for w in mapping.writes(decoder.decode("bench", key, value))]
+    start = time.perf_counter()
+    execute_concurrent(session, statements, concurrency=100, raise_on_first_error=True, results_generator=False)
+    return len(stream) / (time.perf_counter() - start)
+
+
+def fresh_keyspace(session) -> str:
+    name = unique_name("bench")
+    schema.apply_cql(session, name)
+    return name
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--naive-events", type=int, default=6_000)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--json-out", type=Path, default=None)
+    args = parser.parse_args()
+
+    settings = Settings.from_env()
+    stream = records(args.events)
+    topic = unique_name("bench_consumer")
+    produce(settings.kafka_bootstrap, topic, args.partitions, stream)
+    cluster, session = cql_session.connect(settings.cassandra)
+    keyspaces = []
+    try:
+        keyspaces.append(fresh_keyspace(session))
+        consumer = run_consumer(topic, keyspaces[-1], args.events)
+        keyspaces.append(fresh_keyspace(session))
+        raw = run_raw_driver(session, keyspaces[-1], stream)
+        keyspaces.append(fresh_keyspace(session))
+        naive = run_naive(topic, keyspaces[-1], min(args.naive_events, args.events))
+    finally:
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        cluster.shutdown()
+        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+
+    results = {
+        "consumer.events_per_s": round(consumer["events_per_s"]),
+        "consumer.naive_events_per_s": round(naive),
+        "consumer.naive_ratio": round(consumer["events_per_s"] / naive, 2),
+        "consumer.raw_driver_events_per_s": round(raw),
+        "consumer.raw_driver_ratio": round(consumer["events_per_s"] / raw, 2),
+        "consumer.batch_p50_ms": round(consumer["batch_p50_ms"], 2),
+        "consumer.batch_p99_ms": round(consumer["batch_p99_ms"], 2),
+    }
+    print(f"{args.events} events (ticker/kline alternating, {args.partitions} partitions), one `cdc consume`:")
+    for key, value in results.items():
+        target = TARGETS.get(key)
+        verdict = ""
+        if target:
+            op, bound = target
+            met = value >= bound if op == ">=" else value <= bound
+            verdict = f"   target {op} {bound:,}: {'met' if met else 'NOT met'}"
+        print(f"  {key:34} {value:>12,}{verdict}")
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
