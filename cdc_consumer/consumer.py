@@ -57,6 +57,7 @@ class ConsumerSettings:
     on_truncate: str = "ignore"
     drain_timeout: float = 30.0
     progress_every: float = 0.0  # seconds; 0 = no progress lines
+    lag_every: float = 5.0  # seconds between consumer-lag measurements (gauge and progress line)
     kafka_config: dict = field(default_factory=dict)
 
     def consumer_config(self) -> dict:
@@ -139,6 +140,8 @@ class ChangeConsumer:
         self._rewound: set[tuple[str, int]] = set()
         self._last_commit = 0.0
         self._last_progress = time.monotonic()
+        self._last_lag_check = 0.0
+        self.lag = 0
         self._progress_consumed = 0
         self._consumed_counters: dict[str, Any] = {}
 
@@ -174,7 +177,11 @@ class ChangeConsumer:
             self._resume()
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self._commit()
-        if self.settings.progress_every and time.monotonic() - self._last_progress >= self.settings.progress_every:
+        now = time.monotonic()
+        if now - self._last_lag_check >= self.settings.lag_every:
+            self._last_lag_check = now
+            self.lag = self.consumer_lag()
+        if self.settings.progress_every and now - self._last_progress >= self.settings.progress_every:
             self._report_progress()
 
     def _shutdown(self) -> bool:
@@ -385,11 +392,11 @@ class ChangeConsumer:
         self._last_progress, self._progress_consumed = now, self.totals.consumed
         log.info("progress: %.0f events/s, consumed %d, applied %d, skipped %d, dlq %d, lag %d, "
                  "writes in flight %d, records buffered %d%s", rate, self.totals.consumed, self.totals.applied,
-                 self.totals.skipped, self.totals.dlq, self.consumer_lag(), self.sink.in_flight, self.sink.buffered,
+                 self.totals.skipped, self.totals.dlq, self.lag, self.sink.in_flight, self.sink.buffered,
                  ", PAUSED (Cassandra writes failing)" if self.paused else "",
                  extra={"events_per_s": round(rate, 1), "consumed": self.totals.consumed,
                         "applied": self.totals.applied, "skipped": self.totals.skipped, "dlq": self.totals.dlq,
-                        "paused": self.paused})
+                        "lag": self.lag, "paused": self.paused})
 
 
 def _describe(partitions: list[TopicPartition]) -> str:
