@@ -169,12 +169,14 @@ class ChangeConsumer:
         try:
             if self.sink.buffered:
                 self.sink.flush()
+            self._release(self.sink.poll())
+            self.sink.raise_if_failing()
         except SinkBackpressure as exc:
             self._pause(exc)
-        self._release(self.sink.poll())
+        else:
+            if self.paused:
+                self._resume()
         self._release(self.dlq.poll(0))
-        if self.paused and not self.sink.failing:
-            self._resume()
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self._commit()
         now = time.monotonic()

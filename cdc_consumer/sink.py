@@ -23,7 +23,7 @@ import logging
 import queue
 import time
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
@@ -67,13 +67,11 @@ class SinkStats:
     rows: int = 0
     failures: int = 0
     collapsed: int = 0
-    latencies: list[float] = field(default_factory=list)
 
 
 class CassandraSink:
     def __init__(self, session, *, max_batch_rows: int = 25, max_in_flight: int = 32,
-                 retry_initial: float = 0.2, retry_max: float = 5.0, metrics: ConsumerMetrics | None = None,
-                 keep_latencies: bool = False) -> None:
+                 retry_initial: float = 0.2, retry_max: float = 5.0, metrics: ConsumerMetrics | None = None) -> None:
         self.session = session
         self.max_batch_rows = max_batch_rows
         self.max_in_flight = max_in_flight
@@ -81,12 +79,12 @@ class CassandraSink:
         self.retry_max = retry_max
         self.metrics = metrics
         self.stats = SinkStats()
-        self._keep_latencies = keep_latencies
         self._writes: list[Write] = []
         self._tokens: list[Hashable] = []
         self._completions: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight = 0
-        self._retry: list[_Request] = []
+        self._retry: list[_Request] = []  # failed requests waiting for their next attempt
+        self._unresolved: set[_Request] = set()  # failed requests not yet succeeded (waiting or re-sent)
         self._released: list[Hashable] = []
         self._last_error = ""
 
@@ -107,8 +105,13 @@ class CassandraSink:
 
     @property
     def failing(self) -> bool:
-        """True while some request waits for a retry (Cassandra rejected or timed it out)."""
-        return bool(self._retry)
+        """True from a request's failure until that request succeeds on a retry."""
+        return bool(self._unresolved)
+
+    def raise_if_failing(self) -> None:
+        """SinkBackpressure while some write failed and has not yet succeeded on a retry."""
+        if self._unresolved:
+            raise SinkBackpressure(self._backoff(max(r.attempts for r in self._unresolved)), self._last_error)
 
     @property
     def idle(self) -> bool:
@@ -118,8 +121,7 @@ class CassandraSink:
         """Send everything buffered as one chunk; raises SinkBackpressure while writes are failing."""
         self._drain_completions(0)
         self._resend_due()
-        if self.failing:
-            raise SinkBackpressure(self._backoff(max(r.attempts for r in self._retry)), self._last_error)
+        self.raise_if_failing()
         if not self._tokens:
             return
         chunk = _Chunk(self._tokens)
@@ -206,8 +208,6 @@ class CassandraSink:
     def _succeeded(self, request: _Request, latency: float) -> None:
         self.stats.requests += 1
         self.stats.rows += request.rows
-        if self._keep_latencies:
-            self.stats.latencies.append(latency)
         if self.metrics is not None:
             self.metrics.batch_latency.observe(latency)
             upserts = request.rows - request.deletes
@@ -216,6 +216,7 @@ class CassandraSink:
             if request.deletes:
                 self.metrics.rows_written.labels(request.table, "delete").inc(request.deletes)
         if request.attempts > 1:
+            self._unresolved.discard(request)
             log.info("write to %s succeeded after %d attempts", request.table, request.attempts)
         request.chunk.outstanding -= 1
         if request.chunk.outstanding == 0:
@@ -227,6 +228,7 @@ class CassandraSink:
         request.retry_at = time.monotonic() + delay
         self._last_error = f"{type(error).__name__}: {error}"[:300]
         self._retry.append(request)
+        self._unresolved.add(request)
         if self.metrics is not None:
             self.metrics.write_retries.labels(type(error).__name__).inc()
         log.warning("write to %s failed (attempt %d, retry in %.1fs): %s", request.table, request.attempts,
