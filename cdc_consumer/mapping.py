@@ -297,8 +297,10 @@ class TargetWriter:
     partition_size: int
     on_delete: str
     nulls_on_create: str
-    insert: StatementBinder | None = None  # INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
-    delete: StatementBinder | None = None  # DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
+    insert: Any = None  # prepared INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
+    delete: Any = None  # prepared DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
+    insert_binder: StatementBinder | None = None  # fast binding of the same statements (the sink's path)
+    delete_binder: StatementBinder | None = None
     key_columns: tuple[CompiledColumn, ...] = field(init=False)
     key_positions: tuple[int, ...] = field(init=False)
     _plan: tuple = field(init=False, repr=False)
@@ -450,7 +452,8 @@ def compile_mapping(spec: MappingSpec, schemas: dict[str, TableSchema],
     if prepare is not None:
         prefix = f"{validate_identifier(keyspace, what='keyspace')}." if keyspace else ""
         for writer in compiled.writers:
-            writer.insert, writer.delete = (StatementBinder(prepare(cql)) for cql in statements_for(writer, prefix))
+            writer.insert, writer.delete = (prepare(cql) for cql in statements_for(writer, prefix))
+            writer.insert_binder, writer.delete_binder = StatementBinder(writer.insert), StatementBinder(writer.delete)
     return compiled
 
 

@@ -262,8 +262,8 @@ def bind(write: Write):
     """The bound statement of one write: values then timestamp, or timestamp then key."""
     target = write.target
     if write.is_delete:
-        return target.delete.bind([write.timestamp, *write.key])
-    return target.insert.bind([*write.values, write.timestamp])
+        return target.delete_binder.bind([write.timestamp, *write.key])
+    return target.insert_binder.bind([*write.values, write.timestamp])
 
 
 def collapse(writes: list[Write], stats: SinkStats | None = None) -> list[Write]:
