@@ -73,6 +73,9 @@ class ConsumerSettings:
             # records per partition and make a full consume() batch wait for several round trips.
             "max.partition.fetch.bytes": 8 << 20,
             "queued.max.messages.kbytes": 65536,
+            # Debezium creates a table's topic with its first change: a regex subscription must notice
+            # new topics within seconds, not librdkafka's default 5 minutes.
+            "topic.metadata.refresh.interval.ms": 5000,
             "session.timeout.ms": 10000,
             "max.poll.interval.ms": 300000,
             **self.kafka_config,

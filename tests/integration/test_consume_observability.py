@@ -9,6 +9,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.envelopes import kline_stream, ticker_stream
@@ -97,3 +98,20 @@ def test_from_beginning_replays_a_group_that_already_committed_everything(kafka_
     assert first.totals.applied == 30
     assert resumed.totals.consumed == 5  # without the flag: from the committed offsets
     assert keyspace.execute("SELECT count(*) FROM klines_by_bucket").one()[0] == 35
+
+
+def test_a_regex_subscription_picks_up_a_topic_created_after_start(kafka_bootstrap, keyspace):
+    """Debezium creates a table's topic with its first change, possibly long after the consumer started."""
+    prefix = unique_name("late")
+    first, later = f"{prefix}.public.ticker_24h", f"{prefix}.public.klines"
+    group = unique_name("g")
+    create_topic(kafka_bootstrap, first, 1)
+    consumer = build_consumer(kafka_bootstrap, keyspace, rf"^{prefix}\.public\..*$", group)
+    try:
+        with running(consumer):
+            wait_until(lambda: consumer.progress, timeout=60, what="the first topic's assignment")
+            create_topic(kafka_bootstrap, later, 1)
+            produce(kafka_bootstrap, later, kline_stream(10, symbols=2, start=datetime(2038, 1, 1, tzinfo=UTC)).records)
+            wait_until(lambda: consumer.totals.applied == 10, timeout=30, what="records of the new topic applied")
+    finally:
+        AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([first, later])
