@@ -16,6 +16,7 @@ from tests.integration.consume_support import (
     TOAST_TABLE,
     assert_row_matches,
     build_consumer,
+    cdc_consume,
     create_topic,
     epoch_us,
     latest_by_symbol,
@@ -191,3 +192,22 @@ def test_poison_records_go_to_the_dlq_with_their_origin_and_the_rest_is_applied(
 def datetime_2030():
     return datetime(2030, 1, 1, tzinfo=UTC)
 
+
+
+def test_a_mapping_that_does_not_fit_the_cassandra_tables_exits_2_before_consuming(keyspace, tmp_path):
+    mapping = write_mapping(tmp_path, extra_tables={"public.toast_demo": {"targets": [
+        {"table": "toast_demo", "columns": {"id": "id", "payload": {"from": "payload", "convert": "decimal"},
+                                            "colour": "colour"}}]}})
+    process = cdc_consume("--mapping", str(mapping), "--cassandra-keyspace", keyspace.keyspace,
+                          "--topics", unique_name("never"))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert "conversion 'decimal' cannot feed payload of type text" in output
+    assert "column 'colour' is not in Cassandra table toast_demo" in output
+
+
+def test_an_uninitialised_keyspace_exits_2_naming_cdc_init(cassandra_session):
+    process = cdc_consume("--cassandra-keyspace", cassandra_session.keyspace, "--topics", unique_name("never"))
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 2, output
+    assert "has no tables (run `cdc init`)" in output
