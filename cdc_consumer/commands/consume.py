@@ -114,7 +114,8 @@ def _configure_logging(log_format: str) -> None:
               help="Rows per single-partition UNLOGGED batch at most.")
 @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
-@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines as text or as one JSON object each (progress lines carry their figures).")
 @click.option("--progress-every", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Seconds between progress lines (events/s, lag, DLQ count); 0 = none.")
 @click.option("--drain-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
@@ -152,7 +153,10 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
             raise StartupError(str(exc)) from exc
         metrics = ConsumerMetrics()
         if metrics_port:
-            metrics.serve(metrics_port)
+            try:
+                metrics.serve(metrics_port)
+            except OSError as exc:
+                raise StartupError(f"--metrics-port {metrics_port}: {exc.strerror}") from exc
         consumer = ChangeConsumer(
             ConsumerSettings(bootstrap, group, tuple(t.strip() for t in topics.split(",") if t.strip()),
                              from_beginning, batch_size, on_truncate=on_truncate, drain_timeout=drain_timeout,
