@@ -127,8 +127,11 @@ def cassandra_session(cassandra_cluster):
     """A session on a fresh keyspace (SimpleStrategy, RF 1); the keyspace is dropped afterwards."""
     keyspace = unique_name("t")
     session = cassandra_cluster.connect()
-    session.execute(f"CREATE KEYSPACE {keyspace} WITH replication = "
-                    "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+    # After a test restarted Cassandra the shared Cluster reconnects within a second (its reconnection
+    # policy); wait for that rather than failing the next test.
+    wait_until(lambda: session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+                                       "{'class': 'SimpleStrategy', 'replication_factor': 1}") is not None,
+               timeout=60, what="Cassandra to accept CREATE KEYSPACE")
     session.set_keyspace(keyspace)
     try:
         yield session

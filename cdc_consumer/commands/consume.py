@@ -13,16 +13,14 @@ import threading
 
 import click
 import orjson
-from cassandra.policies import ConstantReconnectionPolicy
 
 from cdc_consumer import cql_session
 from cdc_consumer.commands.options import (
     cassandra_options,
+    cassandra_settings,
     kafka_option,
     registry_option,
-    settings,
 )
-from cdc_consumer.config import CassandraSettings
 from cdc_consumer.consumer import (
     DEFAULT_TOPICS,
     ON_TRUNCATE,
@@ -135,14 +133,10 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
         raise StartupError(f"--format {fmt} is not available: {exc}") from exc
     except (InvalidIdentifier, MappingError, ValueError) as exc:
         raise StartupError(str(exc)) from exc
-    base = settings()
-    cfg = CassandraSettings(tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip()),
-                            base.cassandra.port, keyspace, base.cassandra.protocol_version)
     try:
-        cluster, session = cql_session.connect(cfg)
+        cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, keyspace))
     except ServiceUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
-    cluster.reconnection_policy = ConstantReconnectionPolicy(1.0)  # come back quickly after an outage
     try:
         schemas = describe_tables(session, keyspace)
         if not schemas:

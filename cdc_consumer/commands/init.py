@@ -6,8 +6,7 @@ from __future__ import annotations
 import click
 
 from cdc_consumer import cql_session, pg, schema
-from cdc_consumer.commands.options import cassandra_options, pg_dsn_option, settings
-from cdc_consumer.config import CassandraSettings, PostgresSettings
+from cdc_consumer.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer.identifiers import InvalidIdentifier
 
 
@@ -21,16 +20,13 @@ from cdc_consumer.identifiers import InvalidIdentifier
 def init(pg_dsn: str, cassandra_hosts: str, cassandra_keyspace: str, skip_postgres: bool,
          skip_cassandra: bool, cassandra_replication: str | None) -> None:
     """Create the PostgreSQL tables/publication and the Cassandra keyspace/tables. Safe to re-run."""
-    base = settings()
     try:
         if not skip_postgres:
-            with pg.connect(PostgresSettings(pg_dsn, base.postgres.password)) as conn:
+            with pg.connect(postgres_settings(pg_dsn)) as conn:
                 files = schema.apply_sql(conn)
             click.echo(f"postgres: applied {', '.join(files) or 'nothing (sql/ is empty)'}")
         if not skip_cassandra:
-            cfg = CassandraSettings(tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip()),
-                                    base.cassandra.port, cassandra_keyspace, base.cassandra.protocol_version)
-            cluster, session = cql_session.connect(cfg)
+            cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, cassandra_keyspace))
             try:
                 count = schema.apply_cql(session, cassandra_keyspace, cassandra_replication)
             finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cdc_consumer.config import Settings
+from cdc_consumer.config import CassandraSettings, PostgresSettings, Settings
 
 
 def settings() -> Settings:
@@ -46,3 +46,15 @@ def cassandra_options(f):
                      default=lambda: ",".join(settings().cassandra.hosts),
                      show_default="CDC_CASSANDRA_HOSTS or 127.0.0.1", help="Comma-separated Cassandra contact points.")(f)
     return f
+
+
+def postgres_settings(pg_dsn: str) -> PostgresSettings:
+    """PostgreSQL settings for a --pg-dsn value (the password still only from CDC_PG_PASSWORD)."""
+    return PostgresSettings(pg_dsn, settings().postgres.password)
+
+
+def cassandra_settings(cassandra_hosts: str, cassandra_keyspace: str) -> CassandraSettings:
+    """Cassandra settings for --cassandra-hosts / --cassandra-keyspace values (port and protocol from env)."""
+    base = settings().cassandra
+    hosts = tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip())
+    return CassandraSettings(hosts or base.hosts, base.port, cassandra_keyspace, base.protocol_version)

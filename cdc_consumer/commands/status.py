@@ -16,8 +16,14 @@ from rich.filesize import decimal as human_bytes
 from rich.table import Table
 from rich.text import Text
 
-from cdc_consumer.commands.options import cassandra_options, connect_url_option, kafka_option, pg_dsn_option, settings
-from cdc_consumer.config import CassandraSettings, PostgresSettings
+from cdc_consumer.commands.options import (
+    cassandra_options,
+    cassandra_settings,
+    connect_url_option,
+    kafka_option,
+    pg_dsn_option,
+    postgres_settings,
+)
 from connectors.connect_client import RUNNING, trace_head
 from connectors.health import (
     DEFAULT_GROUP,
@@ -57,12 +63,10 @@ def status(as_json: bool, connector_name: str, group: str, max_wal_bytes: int, m
            cassandra_hosts: str, cassandra_keyspace: str) -> None:
     """Connector and tasks, replication slot, consumer lag, Cassandra freshness — and whether all is well."""
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # driver chatter would break the one screen
-    base = settings()
     targets = Targets(
         connector=connector_name, connect_url=connect_url,
-        postgres=PostgresSettings(pg_dsn, base.postgres.password), kafka_bootstrap=bootstrap, group=group,
-        cassandra=CassandraSettings(tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip()),
-                                    base.cassandra.port, cassandra_keyspace, base.cassandra.protocol_version),
+        postgres=postgres_settings(pg_dsn), kafka_bootstrap=bootstrap, group=group,
+        cassandra=cassandra_settings(cassandra_hosts, cassandra_keyspace),
         skip=frozenset(skip))
     report = gather(targets, Thresholds(max_wal_bytes, max_lag, max_freshness_s))
     if as_json:

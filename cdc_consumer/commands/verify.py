@@ -12,8 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cdc_consumer import cql_session, pg, verify as verifier
-from cdc_consumer.commands.options import cassandra_options, pg_dsn_option, settings
-from cdc_consumer.config import CassandraSettings, PostgresSettings
+from cdc_consumer.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer.identifiers import validate_identifier
 from cdc_consumer.mapping import MappingError, compile_mapping, describe_tables, load_mapping
 
@@ -51,18 +50,15 @@ def verify(tables: tuple[str, ...], since: str | None, mapping_file: str | None,
       cdc verify
       cdc verify --table public.klines --since 2026-11-21T00:00:00Z
     """
-    base = settings()
     since_ts = _since(since)
     try:
         keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
         spec = load_mapping(mapping_file)
     except (MappingError, ValueError) as exc:
         raise click.UsageError(str(exc)) from exc
-    hosts = tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip())
     try:
-        cluster, session = cql_session.connect(CassandraSettings(hosts, base.cassandra.port, keyspace,
-                                                                 base.cassandra.protocol_version))
-        conn = pg.connect(PostgresSettings(pg_dsn, base.postgres.password))
+        cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, keyspace))
+        conn = pg.connect(postgres_settings(pg_dsn))
     except pg.ServiceUnavailable as exc:
         raise click.ClickException(str(exc)) from exc
     try:
