@@ -26,6 +26,7 @@ from cdc_consumer.conversions import (
     DEFAULT_FOR_CQL_TYPE,
     Conversion,
     ConversionError,
+    to_epoch_us,
 )
 from cdc_consumer.cql_values import StatementBinder
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op
@@ -35,7 +36,7 @@ ON_DELETE = ("delete", "ignore")
 NULLS_ON_CREATE = ("skip", "write")
 _TOP_LEVEL_KEYS = {"version", "skip_tables", "tables", "anchors"}
 _TABLE_KEYS = {"topics", "targets"}
-_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create"}
+_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create", "version_from"}
 
 
 class MappingError(ValueError):
@@ -62,6 +63,9 @@ class TargetSpec:
     columns: tuple[ColumnSpec, ...]
     on_delete: str = "delete"
     nulls_on_create: str = "skip"
+    # Source timestamp column whose value (µs) is the write timestamp instead of the commit time: the row
+    # with the greatest value wins whatever order changes, replays or re-snapshots arrive in.
+    version_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,12 @@ class _Parser:
             self.fail(f"{where}.columns", "must map Cassandra columns to source columns")
             columns_node = {}
         columns = tuple(self.column(f"{where}.columns.{c}", c, spec) for c, spec in columns_node.items())
-        return TargetSpec(str(table), columns, on_delete, nulls)
+        version_from = node.get("version_from")
+        if version_from is not None:
+            self.identifier(f"{where}.version_from", version_from, "source column")
+            if on_delete != "ignore":
+                self.fail(f"{where}.version_from", "needs `on_delete: ignore` (a delete carries no newer version)")
+        return TargetSpec(str(table), columns, on_delete, nulls, version_from)
 
     def column(self, where: str, column: Any, node: Any) -> ColumnSpec:
         self.identifier(where, column, "Cassandra column")
@@ -297,6 +306,7 @@ class TargetWriter:
     partition_size: int
     on_delete: str
     nulls_on_create: str
+    version_from: str | None = None  # see TargetSpec.version_from
     insert: Any = None  # prepared INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
     delete: Any = None  # prepared DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
     insert_binder: StatementBinder | None = None  # fast binding of the same statements (the sink's path)
@@ -409,10 +419,23 @@ class CompiledMapping:
         create = event.op in (Op.CREATE, Op.READ)
         writes = []
         for target in table.targets:
+            if target.version_from is not None:
+                version = self._version(target, event.after)
+                writes.append(target.upsert(event.after, create=create, timestamp=version,
+                                            order=(version, *order)))
+                continue
             if event.op is Op.UPDATE and event.before and target.on_delete == "delete":
                 writes.extend(self._moved_row(target, event.before, event.after, ts_us, order))
             writes.append(target.upsert(event.after, create=create, timestamp=ts_us, order=order))
         return writes
+
+    @staticmethod
+    def _version(target: TargetWriter, row: dict) -> int:
+        value = row.get(target.version_from)
+        try:
+            return to_epoch_us(value)
+        except ConversionError as exc:
+            raise UnmappableRecord(f"{target.table}: version_from column {target.version_from}: {exc}") from exc
 
     @staticmethod
     def _moved_row(target: TargetWriter, before: dict, after: dict, ts_us: int, order: tuple) -> list[Write]:
@@ -494,5 +517,5 @@ def _compile_target(where: str, target: TargetSpec, schema: TableSchema | None,
     if len(problems) > count:
         return None
     return TargetWriter(target.table, tuple(columns), schema.primary_key, len(schema.partition_key),
-                        target.on_delete, target.nulls_on_create)
+                        target.on_delete, target.nulls_on_create, target.version_from)
 
