@@ -9,8 +9,8 @@ password is only ever read from `CDC_PG_PASSWORD` (or the DSN) and is never prin
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 DEFAULT_PORTS = {
     "CDC_PG_PORT": 5432,
@@ -60,7 +60,7 @@ class Settings:
     cassandra: CassandraSettings
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         pg_port = _port(env, "CDC_PG_PORT")
         hosts = tuple(h.strip() for h in env.get("CDC_CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip())

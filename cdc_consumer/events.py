@@ -9,17 +9,18 @@ dicts, `None` for SQL NULL, and `UNAVAILABLE` for a TOASTed column Debezium coul
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 class _Unavailable:
     """Debezium's `__debezium_unavailable_value`: the column kept its old value; never write it."""
 
-    _instance: "_Unavailable | None" = None
+    _instance: _Unavailable | None = None
     TEXT = "__debezium_unavailable_value"
 
-    def __new__(cls) -> "_Unavailable":
+    def __new__(cls) -> _Unavailable:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance

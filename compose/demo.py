@@ -75,7 +75,7 @@ def wait_http(url: str, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise SystemExit(f"demo: {url} did not answer within {timeout:.0f}s")
+                raise SystemExit(f"demo: {url} did not answer within {timeout:.0f}s") from None
             time.sleep(0.2)
 
 

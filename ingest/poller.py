@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ingest.binance import (
     KLINES_WEIGHT,
@@ -130,7 +130,7 @@ class CycleReport:
 class Poller:
     def __init__(self, config: PollConfig, client: BinanceClient, store: Store, *,
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
         self.config = config
         self.client = client
         self.store = store

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, localcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -80,7 +80,7 @@ def kline_open(interval: str, ms: int) -> int:
     """Open time of the `interval` kline containing `ms`."""
     if interval == "1M":
         moment = millis_to_datetime(ms)
-        return datetime_to_millis(datetime(moment.year, moment.month, 1, tzinfo=timezone.utc))
+        return datetime_to_millis(datetime(moment.year, moment.month, 1, tzinfo=UTC))
     length = interval_ms(interval)
     offset = _MONDAY_OFFSET_MS if interval.endswith("w") else 0
     return (ms - offset) // length * length + offset
@@ -90,7 +90,7 @@ def kline_next_open(interval: str, open_ms: int) -> int:
     if interval == "1M":
         moment = millis_to_datetime(open_ms)
         year, month = divmod(moment.year * 12 + moment.month, 12)  # month is 0-based here
-        return datetime_to_millis(datetime(year, month + 1, 1, tzinfo=timezone.utc))
+        return datetime_to_millis(datetime(year, month + 1, 1, tzinfo=UTC))
     return open_ms + interval_ms(interval)
 
 

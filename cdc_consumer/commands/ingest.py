@@ -8,7 +8,7 @@ import re
 import signal
 import sys
 import threading
-from datetime import timezone
+from datetime import UTC
 
 import click
 import orjson
@@ -150,7 +150,7 @@ def binance_sim(port, host, symbol_count, seed, tick_s, weight_limit, start, fau
     from ingest.models import datetime_to_millis
     from ingest.sim import SimServer
 
-    start_ms = None if start is None else datetime_to_millis(start.replace(tzinfo=timezone.utc))
+    start_ms = None if start is None else datetime_to_millis(start.replace(tzinfo=UTC))
     try:
         server = SimServer(host, port, symbols=symbol_count, seed=seed, tick_s=tick_s, weight_limit=weight_limit,
                            start_ms=start_ms)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from cdc_consumer import cql_session, pg, schema

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cdc_consumer import cql_session, pg, verify as verifier
+from cdc_consumer import cql_session, pg
+from cdc_consumer import verify as verifier
 from cdc_consumer.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer.identifiers import validate_identifier
 from cdc_consumer.mapping import MappingError, compile_mapping, describe_tables, load_mapping

@@ -162,7 +162,7 @@ class ChangeStream(threading.Thread):
     def _transaction(self, conn, cycle: int) -> int:
         symbols = [f"E2E{i:02d}USDT" for i in range(20)]
         with conn.cursor() as cur:
-            klines = [(s, "1m", f"2026-11-21 00:00:00+00", cycle % 500) for s in symbols[: self.tx_size // 5]]
+            klines = [(s, "1m", "2026-11-21 00:00:00+00", cycle % 500) for s in symbols[: self.tx_size // 5]]
             cur.executemany(
                 "INSERT INTO klines (symbol, interval, open_time, close, volume, number_of_trades) "
                 "VALUES (%s, %s, %s::timestamptz + make_interval(mins => %s), %s, %s, 1) "

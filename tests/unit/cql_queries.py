@@ -190,7 +190,7 @@ def key_read_problems(cql: str, schemas: Mapping[str, TableSchema]) -> list[str]
         return [f"table {query.table!r} is not in cql/schema.cql"]
     problems = ["uses ALLOW FILTERING"] if query.allow_filtering else []
     restricted = dict(query.conditions)
-    for column, op in query.conditions:
+    for column, _op in query.conditions:
         if column not in schema.primary_key:
             problems.append(f"filters on {column}, which is not a key column of {query.table}")
     for column in schema.partition_key:

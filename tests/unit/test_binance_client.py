@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs, unquote
 
 import pytest
@@ -115,7 +115,7 @@ def test_418_stops_every_request_until_retry_after_and_logs_critically(sim, cont
     client = client_for(sim, clock, max_attempts=1)
     banned_at = clock.now
     with caplog.at_level(logging.CRITICAL, logger="ingest.binance"), pytest.raises(RequestFailed):
-        client.depth("BTCUSDT", 5, datetime.now(timezone.utc))
+        client.depth("BTCUSDT", 5, datetime.now(UTC))
     assert any("418" in r.message and "ALL requests stopped" in r.message for r in caplog.records)
     client.trades("BTCUSDT", 1)  # another endpoint: held back until the ban is over
     assert clock.now - banned_at >= 120

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -35,7 +35,7 @@ def test_ticker_fixture_parses_to_exact_decimals_and_string_encoded_ints():
     assert ticker.quote_volume == Decimal("5167027510.68728707")  # 18 significant digits, kept exactly
     assert ticker.price_change_percent == Decimal("1.647")
     assert (ticker.first_id, ticker.last_id, ticker.trade_count) == (3476288989, 3479476926, 3187938)
-    assert ticker.event_time == ticker.close_time == datetime(2024, 3, 13, 11, 10, 45, 391000, tzinfo=timezone.utc)
+    assert ticker.event_time == ticker.close_time == datetime(2024, 3, 13, 11, 10, 45, 391000, tzinfo=UTC)
 
 
 def test_ticker_accepts_ints_as_json_numbers_as_live_binance_sends_them():
@@ -57,7 +57,7 @@ def test_klines_fixture_parses_all_twelve_positions_in_binance_order():
 
 
 def test_depth_fixture_gives_levels_per_side_best_first():
-    taken = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    taken = datetime(2024, 1, 1, tzinfo=UTC)
     levels = parse_depth("BTCUSDT", fixture("depth.json"), taken)
     assert [(lv.side, lv.level, lv.price) for lv in levels] == [
         ("bid", 0, Decimal("42574.30")), ("bid", 1, Decimal("42574.20")),
