@@ -36,7 +36,7 @@ ON_DELETE = ("delete", "ignore")
 NULLS_ON_CREATE = ("skip", "write")
 _TOP_LEVEL_KEYS = {"version", "skip_tables", "tables", "anchors"}
 _TABLE_KEYS = {"topics", "targets"}
-_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create", "version_from"}
+_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create", "snapshot_version_from"}
 
 
 class MappingError(ValueError):
@@ -63,9 +63,9 @@ class TargetSpec:
     columns: tuple[ColumnSpec, ...]
     on_delete: str = "delete"
     nulls_on_create: str = "skip"
-    # Source timestamp column whose value (µs) is the write timestamp instead of the commit time: the row
-    # with the greatest value wins whatever order changes, replays or re-snapshots arrive in.
-    version_from: str | None = None
+    # Source timestamp column that versions SNAPSHOT rows (op r): they all share one snapshot time, which
+    # says nothing about which of them is newest; see CompiledMapping._snapshot_version.
+    snapshot_version_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,11 +203,9 @@ class _Parser:
             self.fail(f"{where}.columns", "must map Cassandra columns to source columns")
             columns_node = {}
         columns = tuple(self.column(f"{where}.columns.{c}", c, spec) for c, spec in columns_node.items())
-        version_from = node.get("version_from")
+        version_from = node.get("snapshot_version_from")
         if version_from is not None:
-            self.identifier(f"{where}.version_from", version_from, "source column")
-            if on_delete != "ignore":
-                self.fail(f"{where}.version_from", "needs `on_delete: ignore` (a delete carries no newer version)")
+            self.identifier(f"{where}.snapshot_version_from", version_from, "source column")
         return TargetSpec(str(table), columns, on_delete, nulls, version_from)
 
     def column(self, where: str, column: Any, node: Any) -> ColumnSpec:
@@ -306,7 +304,7 @@ class TargetWriter:
     partition_size: int
     on_delete: str
     nulls_on_create: str
-    version_from: str | None = None  # see TargetSpec.version_from
+    snapshot_version_from: str | None = None  # see TargetSpec.snapshot_version_from
     insert: Any = None  # prepared INSERT ... USING TIMESTAMP ?  (bind: values..., timestamp)
     delete: Any = None  # prepared DELETE ... USING TIMESTAMP ? WHERE key = ?  (bind: timestamp, key...)
     insert_binder: StatementBinder | None = None  # fast binding of the same statements (the sink's path)
@@ -419,10 +417,10 @@ class CompiledMapping:
         create = event.op in (Op.CREATE, Op.READ)
         writes = []
         for target in table.targets:
-            if target.version_from is not None:
-                version = self._version(target, event.after)
+            if target.snapshot_version_from is not None and event.op is Op.READ:
+                version = self._snapshot_version(target, event.after, ts_us)
                 writes.append(target.upsert(event.after, create=create, timestamp=version,
-                                            order=(version, *order)))
+                                            order=(version, source.lsn or 0)))
                 continue
             if event.op is Op.UPDATE and event.before and target.on_delete == "delete":
                 writes.extend(self._moved_row(target, event.before, event.after, ts_us, order))
@@ -430,12 +428,17 @@ class CompiledMapping:
         return writes
 
     @staticmethod
-    def _version(target: TargetWriter, row: dict) -> int:
-        value = row.get(target.version_from)
+    def _snapshot_version(target: TargetWriter, row: dict, snapshot_ts_us: int) -> int:
+        """Write timestamp of a snapshot row on a target where many source rows share one target row.
+
+        The row's own time (e.g. a ticker's event time), capped just below the snapshot time: the newest
+        snapshot row wins among them, and none beats a change streamed after the snapshot started.
+        """
+        column = target.snapshot_version_from
         try:
-            return to_epoch_us(value)
+            return min(to_epoch_us(row.get(column)), snapshot_ts_us - 1)
         except ConversionError as exc:
-            raise UnmappableRecord(f"{target.table}: version_from column {target.version_from}: {exc}") from exc
+            raise UnmappableRecord(f"{target.table}: snapshot_version_from column {column}: {exc}") from exc
 
     @staticmethod
     def _moved_row(target: TargetWriter, before: dict, after: dict, ts_us: int, order: tuple) -> list[Write]:
@@ -517,5 +520,5 @@ def _compile_target(where: str, target: TargetSpec, schema: TableSchema | None,
     if len(problems) > count:
         return None
     return TargetWriter(target.table, tuple(columns), schema.primary_key, len(schema.partition_key),
-                        target.on_delete, target.nulls_on_create, target.version_from)
+                        target.on_delete, target.nulls_on_create, target.snapshot_version_from)
 
