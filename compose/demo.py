@@ -79,14 +79,23 @@ def wait_http(url: str, timeout: float) -> None:
             time.sleep(0.2)
 
 
-def histogram_quantiles(metrics_text: str, name: str, quantiles=(0.5, 0.99)) -> tuple[dict, int]:
-    """Quantiles of a Prometheus histogram by linear interpolation inside buckets (as histogram_quantile)."""
-    buckets = []
+def histogram_buckets(metrics_text: str, name: str) -> dict[float, float]:
+    """Cumulative bucket counts of a Prometheus histogram, by upper bound."""
+    buckets = {}
     for line in metrics_text.splitlines():
         if line.startswith(f"{name}_bucket"):
             bound = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.rsplit(" ", 1)[1])))
-    buckets.sort()
+            buckets[float("inf") if bound == "+Inf" else float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def histogram_quantiles(metrics_text: str, name: str, baseline_text: str = "",
+                        quantiles=(0.5, 0.99)) -> tuple[dict, int]:
+    """Quantiles of the observations made since `baseline_text`, by linear interpolation inside buckets
+    (as PromQL's histogram_quantile)."""
+    before = histogram_buckets(baseline_text, name)
+    buckets = sorted((bound, count - before.get(bound, 0.0))
+                     for bound, count in histogram_buckets(metrics_text, name).items())
     total = buckets[-1][1] if buckets else 0
     result = {}
     for q in quantiles:
@@ -101,7 +110,29 @@ def histogram_quantiles(metrics_text: str, name: str, quantiles=(0.5, 0.99)) -> 
     return result, int(total)
 
 
-def summary(consumer_metrics: str, exchange: str) -> int:
+def metrics_text() -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def wait_caught_up(consumer: subprocess.Popen, timeout: float = 180) -> None:
+    """Until the consumer group has no lag (a previous run's backlog would skew this run's latency)."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and consumer.poll() is None:
+        status = run(CDC, "status", "--json", "--skip", "connector", "--skip", "slot", "--skip", "cassandra",
+                     check=False, capture=True)
+        try:
+            partitions = json.loads(status.stdout)["consumer"]["partitions"]
+        except (ValueError, KeyError, TypeError):
+            partitions = None
+        if partitions is not None and sum(p.get("lag") or 0 for p in partitions) == 0:
+            return
+        time.sleep(1)
+
+
+def summary(consumer_metrics: str, baseline_metrics: str, exchange: str) -> int:
     import psycopg
 
     from cdc_consumer import cql_session
@@ -123,7 +154,7 @@ def summary(consumer_metrics: str, exchange: str) -> int:
             cass_rows = session.execute(f"SELECT count(*) FROM {cass_table}", timeout=60).one()[0]
             print(f"{pg_table:34} {pg_rows:>8}   {cass_table:18} {cass_rows:>8}")
     cluster.shutdown()
-    quantiles, count = histogram_quantiles(consumer_metrics, "cdc_end_to_end_lag_seconds")
+    quantiles, count = histogram_quantiles(consumer_metrics, "cdc_end_to_end_lag_seconds", baseline_metrics)
     if count:
         print(f"end-to-end latency (PostgreSQL commit -> Cassandra write acknowledged, {count} changes, "
               f"from the consumer's histogram): p50 {quantiles[0.5] * 1000:.0f} ms, "
@@ -170,6 +201,9 @@ def main() -> int:
         say(f"cdc consume (metrics on 127.0.0.1:{METRICS_PORT}) and cdc poll for {seconds:.0f}s against {exchange}")
         consumer = start("consume", CDC, "consume", "--metrics-port", str(METRICS_PORT), "--progress-every", "5")
         processes.append(consumer)
+        wait_http(f"http://127.0.0.1:{METRICS_PORT}/metrics", 60)
+        wait_caught_up(consumer)
+        baseline = metrics_text()
         poller = start("poll", CDC, "poll", "--symbols", symbols, "--interval", "2s", "--klines", "1m,1h",
                        "--depth", "10", "--trades", "50", "--base-url", base_url)
         processes.append(poller)
@@ -181,9 +215,7 @@ def main() -> int:
             if time.monotonic() > deadline or consumer.poll() is not None:
                 break
             time.sleep(2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5) as response:
-            metrics = response.read().decode()
-        verified = summary(metrics, exchange)
+        verified = summary(metrics_text(), baseline, exchange)
     finally:
         for process in reversed(processes):
             stop(process)
