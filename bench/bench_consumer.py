@@ -43,6 +43,7 @@ from cdc_consumer import cql_session, schema
 from cdc_consumer.config import Settings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.mapping import compile_mapping, describe_tables, load_mapping
+from cdc_consumer.metrics import histogram_quantile
 from tests.support import unique_name, wait_until
 
 TARGETS = {"consumer.events_per_s": (">=", 20_000), "consumer.naive_ratio": (">=", 3.0),
@@ -90,21 +91,6 @@ def scrape(port: int) -> dict:
             elif sample.name == "cdc_batch_write_seconds_bucket":
                 values["buckets"].append((float(sample.labels["le"]), sample.value))
     return values
-
-
-def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
-    """Prometheus-style quantile estimate from cumulative (upper bound, count) buckets."""
-    buckets = sorted(buckets)
-    total = buckets[-1][1]
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if bound == float("inf"):
-                return lower_bound
-            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
-        lower_bound, lower_count = bound, count
-    return lower_bound
 
 
 def run_consumer(topic: str, keyspace: str, events: int) -> dict:

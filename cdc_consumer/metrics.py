@@ -18,6 +18,21 @@ from prometheus_client import (
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Quantile estimate from cumulative (upper bound, count) buckets, interpolated inside the bucket that
+    holds it, as PromQL's histogram_quantile (observations past the last finite bound report that bound)."""
+    buckets = sorted(buckets)
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / max(count - lower_count, 1e-9)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cassandra.query import UNSET_VALUE, SimpleStatement
+from cassandra.util import Date as CassandraDate
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from cdc_consumer.conversions import to_timestamp_ms
 from cdc_consumer.mapping import CompiledMapping, TargetWriter, UnmappableRecord
@@ -97,7 +99,7 @@ def _normalise(value: Any) -> Any:
         return None
     if isinstance(value, dt.datetime):
         return to_timestamp_ms(value)
-    if hasattr(value, "date") and type(value).__name__ == "Date":  # cassandra.util.Date
+    if isinstance(value, CassandraDate):
         return value.date()
     return value
 
@@ -110,18 +112,10 @@ def _source_rows(conn, plan: Plan, since: dt.datetime | None) -> Iterator[dict[s
         else sql.SQL(""),
         sql.SQL(", ").join(sql.Identifier(c) for c in plan.order_by))
     params = (since,) if since and plan.since_column else ()
-    with conn.cursor(name=f"cdc_verify_{table}", row_factory=_dict_rows) as cursor:
+    with conn.cursor(name=f"cdc_verify_{table}", row_factory=dict_row) as cursor:
         cursor.itersize = PAGE_SIZE
         cursor.execute(query, params)
         yield from cursor
-
-
-def _dict_rows(cursor):
-    names = [c.name for c in cursor.description]
-
-    def make(values):
-        return dict(zip(names, values))
-    return make
 
 
 class _TargetReader:

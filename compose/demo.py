@@ -91,23 +91,14 @@ def histogram_buckets(metrics_text: str, name: str) -> dict[float, float]:
 
 def histogram_quantiles(metrics_text: str, name: str, baseline_text: str = "",
                         quantiles=(0.5, 0.99)) -> tuple[dict, int]:
-    """Quantiles of the observations made since `baseline_text`, by linear interpolation inside buckets
-    (as PromQL's histogram_quantile)."""
+    """Quantiles of the observations made since `baseline_text` (bucket counts minus the baseline's)."""
+    from cdc_consumer.metrics import histogram_quantile
+
     before = histogram_buckets(baseline_text, name)
-    buckets = sorted((bound, count - before.get(bound, 0.0))
-                     for bound, count in histogram_buckets(metrics_text, name).items())
-    total = buckets[-1][1] if buckets else 0
-    result = {}
-    for q in quantiles:
-        rank, lower, below = q * total, 0.0, 0.0
-        for bound, count in buckets:
-            if count >= rank and total:
-                width = count - below
-                upper = bound if bound != float("inf") else lower
-                result[q] = lower + (upper - lower) * ((rank - below) / width if width else 1)
-                break
-            lower, below = bound, count
-    return result, int(total)
+    buckets = [(bound, count - before.get(bound, 0.0))
+               for bound, count in histogram_buckets(metrics_text, name).items()]
+    total = int(max((count for _, count in buckets), default=0))
+    return ({q: histogram_quantile(q, buckets) for q in quantiles} if total else {}), total
 
 
 def metrics_text() -> str:
@@ -141,15 +132,17 @@ def summary(consumer_metrics: str, baseline_metrics: str, exchange: str) -> int:
     settings = Settings.from_env()
     say("Summary")
     print(f"exchange: {exchange}")
-    pairs = [("ticker_24h", "ticker_by_day"), ("klines", "klines_by_bucket"), ("order_book", "order_book"),
-             ("trades", "trades_by_day"), ("ticker_24h (latest per symbol)", "latest_prices")]
+    counts = [  # (PostgreSQL label, its count query, Cassandra table)
+        ("ticker_24h", "SELECT count(*) FROM ticker_24h", "ticker_by_day"),
+        ("klines", "SELECT count(*) FROM klines", "klines_by_bucket"),
+        ("order_book", "SELECT count(*) FROM order_book", "order_book"),
+        ("trades", "SELECT count(*) FROM trades", "trades_by_day"),
+        ("ticker_24h (latest per symbol)", "SELECT count(DISTINCT symbol) FROM ticker_24h", "latest_prices"),
+    ]
     cluster, session = cql_session.connect(settings.cassandra, keyspace=settings.cassandra.keyspace)
     print(f"{'PostgreSQL table':34} {'rows':>8}   {'Cassandra table':18} {'rows':>8}")
     with psycopg.connect(**settings.postgres.connect_kwargs()) as conn:
-        for pg_table, cass_table in pairs:
-            name = pg_table.split()[0]
-            query = ("SELECT count(DISTINCT symbol) FROM ticker_24h" if "latest" in pg_table
-                     else f"SELECT count(*) FROM {name}")
+        for pg_table, query, cass_table in counts:
             pg_rows = conn.execute(query).fetchone()[0]
             cass_rows = session.execute(f"SELECT count(*) FROM {cass_table}", timeout=60).one()[0]
             print(f"{pg_table:34} {pg_rows:>8}   {cass_table:18} {cass_rows:>8}")
