@@ -8,6 +8,10 @@ markers' Cassandra partition (one range query every few ms) and records when eac
 visible. Latency = visible - committed, so it includes Debezium's WAL polling, Kafka, decoding, the
 Cassandra write and the read's own poll interval (<= --read-interval-ms).
 
+A tap (its own consumer group on the klines topic) records each marker's Kafka CreateTime, set when
+Connect's producer sent it, which splits the latency in two stages: commit -> Kafka (Debezium and
+Connect) and Kafka -> Cassandra (`cdc consume`).
+
 Usage: python bench/bench_e2e.py [--rate 2000] [--seconds 30] [--json-out FILE]
 """
 
@@ -97,6 +101,41 @@ class Reader(threading.Thread):
             self.stop.wait(self.interval)
 
 
+class Tap(threading.Thread):
+    """Records the Kafka CreateTime of each marker record on the klines topic (its own consumer group)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic = bootstrap, topic
+        self.produced: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        from confluent_kafka import Consumer
+
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": unique_name("tap"),
+                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                             "topic.metadata.refresh.interval.ms": 1000, "fetch.wait.max.ms": 10})
+        consumer.subscribe([self.topic])
+        day_ms = int(DAY.timestamp() * 1000)
+        try:
+            while not self.stop.is_set():
+                for message in consumer.consume(500, 0.1):
+                    if message.error() or message.value() is None:
+                        continue
+                    after = json.loads(message.value())["payload"]["after"]
+                    if after and after["symbol"] == MARKER:
+                        open_ms = dt.datetime.fromisoformat(after["open_time"]).timestamp() * 1000
+                        self.produced.setdefault(int(open_ms - day_ms) // 1000, message.timestamp()[1] / 1000)
+        finally:
+            consumer.close()
+
+
+def percentiles(values: list[float]) -> tuple[float, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")  # cuts[k - 1] is the k-th percentile
+    return round(cuts[49], 1), round(cuts[98], 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000, help="changes per second")
@@ -120,15 +159,23 @@ def main() -> int:
         schema.apply_cql(session, keyspace)
         pipeline.register()
         pipeline.start_consumer()
-        # Warm up: the first marker travels the whole path before the measured run starts.
+        # Warm up: a change to each table the run writes travels the whole path first. Debezium creates a
+        # table's topic with its first change, and the consumer's regex subscription picks a new topic up
+        # only at its next metadata refresh (then rebalances), so without this the run would start by
+        # measuring topic discovery rather than steady-state latency.
         with psycopg.connect(dsn) as conn:
             conn.execute("INSERT INTO klines (symbol, interval, open_time, close) VALUES ('WARMUP', '1m', %s, 1)",
                          (DAY,))
+            conn.execute("INSERT INTO order_book (symbol, side, level, price, quantity, last_update_id) "
+                         "VALUES ('WARMUP', 'bid', 0, 1, 1, 0)")
         wait_until(lambda: session.execute("SELECT * FROM klines_by_bucket WHERE symbol = 'WARMUP' AND "
-                                           "interval = '1m' AND bucket = %s", (DAY.date(),)).one(),
-                   timeout=120, what="the warm-up row in Cassandra")
+                                           "interval = '1m' AND bucket = %s", (DAY.date(),)).one()
+                   and session.execute("SELECT * FROM order_book WHERE symbol = 'WARMUP'").one(),
+                   timeout=120, what="the warm-up rows in Cassandra")
         reader = Reader(session, args.read_interval_ms / 1000)
         writer = Writer(dsn, args.rate, args.seconds)
+        tap = Tap(settings.kafka_bootstrap, pipeline.topic("klines"))
+        tap.start()
         reader.start()
         writer.start()
         writer.join()
@@ -138,6 +185,9 @@ def main() -> int:
                    what="every marker visible in Cassandra")
         reader.stop.set()
         reader.join()
+        wait_until(lambda: len(tap.produced) >= len(writer.committed), timeout=60, what="every marker seen by the tap")
+        tap.stop.set()
+        tap.join()
     finally:
         pipeline.stop_consumers()
         pipeline.delete_connector()
@@ -148,18 +198,26 @@ def main() -> int:
 
     latencies = [(reader.visible[s] - t) * 1000 for s, t in writer.committed.items()]
     achieved = len(writer.committed) * TX_CHANGES / args.seconds
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")  # cuts[k - 1] is the k-th percentile
+    p50, p99 = percentiles(latencies)
+    to_kafka = percentiles([(tap.produced[s] - t) * 1000 for s, t in writer.committed.items()])
+    to_cassandra = percentiles([(reader.visible[s] - tap.produced[s]) * 1000 for s in writer.committed])
     result = {
-        "e2e.p50_ms": round(cuts[49], 1),
-        "e2e.p99_ms": round(cuts[98], 1),
+        "e2e.p50_ms": p50,
+        "e2e.p99_ms": p99,
         "e2e.max_ms": round(max(latencies), 1),
         "e2e.mean_ms": round(statistics.fmean(latencies), 1),
         "e2e.rate_changes_per_s": round(achieved),
         "e2e.samples": len(latencies),
+        "e2e.commit_to_kafka_p50_ms": to_kafka[0],
+        "e2e.commit_to_kafka_p99_ms": to_kafka[1],
+        "e2e.kafka_to_cassandra_p50_ms": to_cassandra[0],
+        "e2e.kafka_to_cassandra_p99_ms": to_cassandra[1],
     }
     print(f"end-to-end latency at {achieved:.0f} changes/s over {args.seconds:.0f}s "
           f"({len(latencies)} marker transactions): p50 {result['e2e.p50_ms']} ms, p99 {result['e2e.p99_ms']} ms, "
           f"max {result['e2e.max_ms']} ms (targets: p50 <= 150 ms, p99 <= 500 ms)")
+    print(f"  commit -> Kafka (Debezium, Connect): p50 {to_kafka[0]} ms, p99 {to_kafka[1]} ms; "
+          f"Kafka -> Cassandra (cdc consume): p50 {to_cassandra[0]} ms, p99 {to_cassandra[1]} ms")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
     return 0
