@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cdc_consumer import avro
 from cdc_consumer.avro import (
     AvroDecoder,
     ConfluentWireFormat,
@@ -153,6 +154,20 @@ def test_plain_avro_logical_types_map_to_the_connect_ones():
     row = convert({"d": 1, "p": (10 ** 39).to_bytes(17, "big", signed=True)})
     assert row["d"].isoformat() == "1970-01-02"
     assert format(row["p"], "f") == "1" + "0" * 37 + ".00"
+
+
+def test_the_c_extension_is_built_and_used_by_default():
+    """`make venv` (pip install -e .) compiles it; when it could not, decoding falls back to fastavro."""
+    assert avro._avro_native is not None
+    assert AvroDecoder(SchemaFile(avro_schemas_path())).native
+    assert not AvroDecoder(SchemaFile(avro_schemas_path()), native=False).native
+
+
+def test_without_the_extension_fastavro_reads_everything(monkeypatch):
+    monkeypatch.setattr(avro, "_avro_native", None)
+    decoder = AvroDecoder(SchemaFile(avro_schemas_path()))
+    assert not decoder.native
+    assert decoder.decode(*avro_line(8)).after["symbol"] == "BNBUSDT"
 
 
 def test_avro_errors_are_decode_errors():
