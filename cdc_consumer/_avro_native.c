@@ -12,7 +12,7 @@
                  | ("union", (node, ...)) | ("record", ((name, node, form), ...))
                  | ("call", node, converter) | ("converted", node)
      primitive  := "boolean" | "int" | "long" | "float" | "double" | "string" | "bytes"
-     conversion := None | ("decimal", scale, precision or -1) | ("date",)
+     conversion := None | ("decimal", scale, precision or None) | ("date",)
                  | ("timestamp_ms",) | ("timestamp_us",) | ("timestamp_ns",)
                  | ("zoned_timestamp", converter for offsets other than UTC)
      form       := None | str | bytes | list: the field's unavailable-value placeholder as read raw
@@ -91,7 +91,8 @@ struct Node {
     Field *fields;
     PyObject *symbols;     /* enum: tuple of str */
     PyObject *callable;    /* call: the converter; zoned timestamp: the converter for non-UTC offsets */
-    int precision;         /* decimal: most digits allowed, -1 for any */
+    bool has_precision;    /* decimal: whether the schema limits its digits */
+    long long precision;   /* decimal: most digits allowed */
     char exponent[24];     /* decimal: "E<-scale>", appended to the unscaled digits */
 };
 
@@ -230,7 +231,7 @@ static bool form_matches_bytes(const Form *form, FormKind kind, const uint8_t *d
 static PyObject *decimal_from_digits(const Node *n, const char *digits, Py_ssize_t length)
 {
     Py_ssize_t magnitude_digits = length - (digits[0] == '-');
-    if (n->precision >= 0 && magnitude_digits > n->precision)
+    if (n->has_precision && magnitude_digits > n->precision)
         return value_error("more digits than the decimal's precision");
     Py_ssize_t exponent_length = (Py_ssize_t)strlen(n->exponent);
     char stack_buffer[80];
@@ -951,13 +952,14 @@ static int build_record(Node *n, PyObject *fields, int depth)
 
 static int build_decimal(Node *n, PyObject *conversion)
 {
+    PyObject *precision = PyTuple_GET_ITEM(conversion, 2);
     long long scale = PyLong_AsLongLong(PyTuple_GET_ITEM(conversion, 1));
-    long long precision = PyLong_AsLongLong(PyTuple_GET_ITEM(conversion, 2));
+    n->has_precision = precision != Py_None;
+    n->precision = n->has_precision ? PyLong_AsLongLong(precision) : 0;
     if (PyErr_Occurred())
         return -1;
     if (scale < -1000000 || scale > 1000000)
         return bad_description(conversion, "a decimal scale within +-1,000,000");
-    n->precision = precision < 0 || precision > INT32_MAX ? -1 : (int)precision;
     snprintf(n->exponent, sizeof(n->exponent), "E%lld", -scale);
     return 0;
 }
@@ -1079,7 +1081,6 @@ static Node *node_build(PyObject *description, int depth)
             return NULL;
         }
         n->kind = KINDS[i].kind;
-        n->precision = -1;
         if (build_parts(n, description, depth) < 0) {
             node_free(n);
             return NULL;

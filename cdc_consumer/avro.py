@@ -240,7 +240,7 @@ def _native_leaf(schema: Mapping[str, Any], kind: str, name: str | None, params:
     extra = (schema["size"],) if kind == "fixed" else (tuple(schema["symbols"]),) if kind == "enum" else ()
     if name == DECIMAL and kind in ("bytes", "fixed"):
         precision = params.get("connect.decimal.precision")
-        conversion = ("decimal", int(params["scale"]), -1 if precision is None else int(precision))
+        conversion = ("decimal", int(params["scale"]), None if precision is None else int(precision))
     elif name == _ZONED_TIMESTAMP and kind == "string":
         conversion = ("zoned_timestamp", convert)  # `convert` handles offsets other than UTC
     else:
