@@ -126,15 +126,10 @@ def measure(events: int, rounds: int) -> dict[str, float]:
         for _, key, value in json_side:
             loads(key), loads(value)
 
-    def json_decode() -> None:
-        decode = json_decoder.decode
-        for topic, key, value in json_side:
-            decode(topic, key, value)
-
-    def avro_decode(decoder: AvroDecoder) -> Callable[[], None]:
+    def decode_all(decoder: Decoder | AvroDecoder, records: list[Record]) -> Callable[[], None]:
         def run() -> None:
             decode = decoder.decode
-            for topic, key, value in avro_side:
+            for topic, key, value in records:
                 decode(topic, key, value)
         return run
 
@@ -144,8 +139,10 @@ def measure(events: int, rounds: int) -> dict[str, float]:
             read(io.BytesIO(memoryview(key)[5:]), readers[unpack(key, 1)[0]], None)
             read(io.BytesIO(memoryview(value)[5:]), readers[unpack(value, 1)[0]], None)
 
-    seconds = best_seconds({"stdlib": stdlib, "json": json_decode, "avro": avro_decode(avro_decoder),
-                            "avro_fastavro_path": avro_decode(fastavro_decoder), "fastavro": fastavro_only}, rounds)
+    seconds = best_seconds({"stdlib": stdlib, "json": decode_all(json_decoder, json_side),
+                            "avro": decode_all(avro_decoder, avro_side),
+                            "avro_fastavro_path": decode_all(fastavro_decoder, avro_side), "fastavro": fastavro_only},
+                           rounds)
     count = len(json_side)
     return {"decoder.json_events_per_s": count / seconds["json"],
             "decoder.avro_events_per_s": count / seconds["avro"],

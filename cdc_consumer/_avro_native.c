@@ -869,6 +869,24 @@ static int bad_description(PyObject *description, const char *expected)
     return -1;
 }
 
+/* Zeroed memory for `count` items (at least one), or NULL with MemoryError set. */
+static void *allocate(Py_ssize_t count, size_t size)
+{
+    void *memory = PyMem_Calloc(count > 0 ? (size_t)count : 1, size);
+    if (memory == NULL)
+        PyErr_NoMemory();
+    return memory;
+}
+
+/* The tag of a ("tag", ...) tuple; NULL for anything else. */
+static const char *tag_of(PyObject *description)
+{
+    if (!PyTuple_Check(description) || PyTuple_GET_SIZE(description) < 1
+        || !PyUnicode_Check(PyTuple_GET_ITEM(description, 0)))
+        return NULL;
+    return PyUnicode_AsUTF8(PyTuple_GET_ITEM(description, 0));
+}
+
 static void node_free(Node *n)
 {
     if (n == NULL)
@@ -894,11 +912,9 @@ static Node *node_build(PyObject *description, int depth);
 static int build_children(Node *n, PyObject *descriptions, int depth)
 {
     n->child_count = PyTuple_GET_SIZE(descriptions);
-    n->children = PyMem_Calloc(n->child_count ? n->child_count : 1, sizeof(Node *));
-    if (n->children == NULL) {
-        PyErr_NoMemory();
+    n->children = allocate(n->child_count, sizeof(Node *));
+    if (n->children == NULL)
         return -1;
-    }
     for (Py_ssize_t i = 0; i < n->child_count; i++) {
         n->children[i] = node_build(PyTuple_GET_ITEM(descriptions, i), depth + 1);
         if (n->children[i] == NULL)
@@ -930,11 +946,9 @@ static int build_form(Form *form, PyObject *object)
 static int build_record(Node *n, PyObject *fields, int depth)
 {
     n->count = PyTuple_GET_SIZE(fields);
-    n->fields = PyMem_Calloc(n->count ? n->count : 1, sizeof(Field));
-    if (n->fields == NULL) {
-        PyErr_NoMemory();
+    n->fields = allocate(n->count, sizeof(Field));
+    if (n->fields == NULL)
         return -1;
-    }
     for (Py_ssize_t i = 0; i < n->count; i++) {
         PyObject *field = PyTuple_GET_ITEM(fields, i);
         if (!PyTuple_Check(field) || PyTuple_GET_SIZE(field) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(field, 0)))
@@ -968,11 +982,9 @@ static int build_conversion(Node *n, PyObject *conversion)
 {
     if (conversion == Py_None)
         return 0;
-    if (!PyTuple_Check(conversion) || PyTuple_GET_SIZE(conversion) < 1 || !PyUnicode_Check(PyTuple_GET_ITEM(conversion, 0)))
-        return bad_description(conversion, "None or a conversion tuple");
-    const char *tag = PyUnicode_AsUTF8(PyTuple_GET_ITEM(conversion, 0));
+    const char *tag = tag_of(conversion);
     if (tag == NULL)
-        return -1;
+        return PyErr_Occurred() ? -1 : bad_description(conversion, "None or a conversion tuple");
     for (size_t i = 0; i < sizeof(CONVERSIONS) / sizeof(CONVERSIONS[0]); i++) {
         if (strcmp(tag, CONVERSIONS[i].tag) != 0)
             continue;
@@ -1060,14 +1072,12 @@ static Node *node_build(PyObject *description, int depth)
         bad_description(description, "a schema nested less deeply");
         return NULL;
     }
-    if (!PyTuple_Check(description) || PyTuple_GET_SIZE(description) < 1
-        || !PyUnicode_Check(PyTuple_GET_ITEM(description, 0))) {
-        bad_description(description, "a tuple starting with a node kind");
+    const char *tag = tag_of(description);
+    if (tag == NULL) {
+        if (!PyErr_Occurred())
+            bad_description(description, "a tuple starting with a node kind");
         return NULL;
     }
-    const char *tag = PyUnicode_AsUTF8(PyTuple_GET_ITEM(description, 0));
-    if (tag == NULL)
-        return NULL;
     for (size_t i = 0; i < sizeof(KINDS) / sizeof(KINDS[0]); i++) {
         if (strcmp(tag, KINDS[i].tag) != 0)
             continue;
@@ -1075,11 +1085,9 @@ static Node *node_build(PyObject *description, int depth)
             bad_description(description, "the number of items its kind takes");
             return NULL;
         }
-        Node *n = PyMem_Calloc(1, sizeof(Node));
-        if (n == NULL) {
-            PyErr_NoMemory();
+        Node *n = allocate(1, sizeof(Node));
+        if (n == NULL)
             return NULL;
-        }
         n->kind = KINDS[i].kind;
         if (build_parts(n, description, depth) < 0) {
             node_free(n);
@@ -1167,9 +1175,9 @@ static EventShape *shape_build(PyObject *event_types)
     if (!PyArg_ParseTuple(event_types, "O!O!O!O!:event_types", &PyType_Type, &event_type, &PyType_Type,
                           &source_type, &PyDict_Type, &ops, &PyDict_Type, &snapshots))
         return NULL;
-    EventShape *shape = PyMem_Calloc(1, sizeof(EventShape));
+    EventShape *shape = allocate(1, sizeof(EventShape));
     if (shape == NULL)
-        return (EventShape *)PyErr_NoMemory();
+        return NULL;
     shape->event_type = (PyTypeObject *)Py_NewRef(event_type);
     shape->source_type = (PyTypeObject *)Py_NewRef(source_type);
     shape->ops = Py_NewRef(ops);
