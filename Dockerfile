@@ -1,6 +1,6 @@
 # The cdc tools (`cdc init`, `register-connector`, `poll`, `binance-sim`, `consume`, ...) as one image.
 #   docker build -t cdc:local .          (compose/docker-compose.yml builds it as cdc:local)
-# Stage 1 builds wheels of the project and its dependencies (a compiler at hand for any sdist);
+# Stage 1 builds wheels of the project (its C extensions compiled there) and its dependencies;
 # stage 2 installs only those wheels on the same pinned base and runs as an unprivileged user.
 
 FROM python:3.11.11-slim-bookworm AS build
@@ -9,7 +9,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.cfg README.md ./
+COPY pyproject.toml setup.cfg setup.py README.md ./
 COPY cdc_consumer ./cdc_consumer
 COPY ingest ./ingest
 COPY connectors ./connectors

@@ -9,7 +9,8 @@ STACK := compose/native/stack
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# setup.py and the C sources too: a changed extension must be rebuilt (pip install -e compiles it).
+$(VENV)/.installed: setup.cfg pyproject.toml setup.py $(wildcard cdc_consumer/*.c cdc_consumer/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

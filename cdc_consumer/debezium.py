@@ -464,7 +464,10 @@ def _ts_us(block: dict[str, Any]) -> int | None:
     """`ts_us`, or `ts_ms` in microseconds (Debezium before 2.6 sent milliseconds only)."""
     ts_us = block.get("ts_us")
     if ts_us is None and block.get("ts_ms") is not None:
-        return block["ts_ms"] * 1000
+        ts_us = block["ts_ms"]
+        if ts_us.__class__ is not int:  # e.g. a schema typing ts_ms as Timestamp turned it into a datetime
+            raise InvalidValue(f"ts_ms: expected epoch milliseconds, got {ts_us!r:.80}")
+        return ts_us * 1000
     return ts_us
 
 
