@@ -28,3 +28,13 @@ def test_password_is_kept_out_of_repr():
 def test_a_bad_port_names_the_variable():
     with pytest.raises(ValueError, match="CDC_PG_PORT"):
         Settings.from_env({"CDC_PG_PORT": "nope"})
+
+
+def test_cassandra_protocol_defaults_to_v4_and_is_configurable():
+    assert Settings.from_env({}).cassandra.protocol_version == 4
+    assert Settings.from_env({"CDC_CASSANDRA_PROTOCOL_VERSION": "5"}).cassandra.protocol_version == 5
+
+
+def test_an_unknown_cassandra_protocol_names_the_variable():
+    with pytest.raises(ValueError, match="CDC_CASSANDRA_PROTOCOL_VERSION='6'"):
+        Settings.from_env({"CDC_CASSANDRA_PROTOCOL_VERSION": "6"})
