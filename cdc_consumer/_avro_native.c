@@ -33,33 +33,17 @@
    (a timestamp outside years 1..9999, too many decimal digits) raises ValueError or whatever the
    Python converter raised: avro.py then re-reads the body on the fastavro path for the exact error. */
 
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <datetime.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <string.h>
+#include "_native_common.h"  /* Decimal, datetime and date building, ChangeEvent/Source construction */
 
 #define MAX_DEPTH 64                   /* nesting of a description; Connect schemas use a handful */
 #define MAX_ZERO_WIDTH_ITEMS 1000000   /* items per array when an item may take no bytes at all */
-#define MICROS_PER_DAY 86400000000LL
-#define MIN_MICROS (-62135596800000000LL)  /* 0001-01-01T00:00:00Z: datetime's first instant */
-#define MAX_MICROS 253402300799999999LL    /* 9999-12-31T23:59:59.999999Z: its last */
-#define MIN_DAYS (-719162LL)               /* 0001-01-01 in days since 1970-01-01 */
-#define MAX_DAYS 2932896LL                 /* 9999-12-31 */
 
 static PyObject *MalformedAvro;
-static PyObject *DecimalType;
-static PyObject *FromIsoFormat;  /* datetime.fromisoformat */
 
 typedef enum {
     K_NULL, K_BOOLEAN, K_INT, K_LONG, K_FLOAT, K_DOUBLE, K_STRING, K_BYTES, K_FIXED, K_ENUM,
     K_ARRAY, K_MAP, K_UNION, K_RECORD, K_CALL, K_CONVERTED
 } Kind;
-
-typedef enum {
-    C_NONE, C_DECIMAL, C_TIMESTAMP_MS, C_TIMESTAMP_US, C_TIMESTAMP_NS, C_DATE, C_ZONED_TIMESTAMP
-} Conversion;
 
 typedef enum { FORM_NONE, FORM_TEXT, FORM_BYTES, FORM_OTHER } FormKind;
 
@@ -91,9 +75,7 @@ struct Node {
     Field *fields;
     PyObject *symbols;     /* enum: tuple of str */
     PyObject *callable;    /* call: the converter; zoned timestamp: the converter for non-UTC offsets */
-    bool has_precision;    /* decimal: whether the schema limits its digits */
-    long long precision;   /* decimal: most digits allowed */
-    char exponent[24];     /* decimal: "E<-scale>", appended to the unscaled digits */
+    DecimalSpec decimal;   /* decimal: its digits allowed and exponent */
 };
 
 typedef struct {
@@ -115,12 +97,6 @@ static PyObject *malformed(const Reader *r, const char *format, ...)
         PyErr_Format(MalformedAvro, "%U at byte %zd", reason, (Py_ssize_t)(r->pos - r->start));
         Py_DECREF(reason);
     }
-    return NULL;
-}
-
-static PyObject *value_error(const char *reason)
-{
-    PyErr_SetString(PyExc_ValueError, reason);
     return NULL;
 }
 
@@ -227,164 +203,10 @@ static bool form_matches_bytes(const Form *form, FormKind kind, const uint8_t *d
     return form != NULL && form->kind == kind && form->size == size && memcmp(form->data, data, size) == 0;
 }
 
-/* Decimal from the unscaled integer's decimal digits: exact at any precision (no context rounding). */
-static PyObject *decimal_from_digits(const Node *n, const char *digits, Py_ssize_t length)
+/* ZonedTimestamp text (see zoned_timestamp in _native_common.h). Steals `text`. */
+static PyObject *zoned_timestamp_of(const Node *n, PyObject *text)
 {
-    Py_ssize_t magnitude_digits = length - (digits[0] == '-');
-    if (n->has_precision && magnitude_digits > n->precision)
-        return value_error("more digits than the decimal's precision");
-    Py_ssize_t exponent_length = (Py_ssize_t)strlen(n->exponent);
-    char stack_buffer[80];
-    char *text = length + exponent_length <= (Py_ssize_t)sizeof(stack_buffer)
-                     ? stack_buffer : PyMem_Malloc(length + exponent_length);
-    if (text == NULL)
-        return PyErr_NoMemory();
-    memcpy(text, digits, length);
-    memcpy(text + length, n->exponent, exponent_length);
-    PyObject *string = PyUnicode_FromStringAndSize(text, length + exponent_length);
-    if (text != stack_buffer)
-        PyMem_Free(text);
-    if (string == NULL)
-        return NULL;
-    PyObject *decimal = PyObject_CallOneArg(DecimalType, string);
-    Py_DECREF(string);
-    return decimal;
-}
-
-/* Decimal digits of a magnitude, written backwards from `end`; returns where they start. */
-static char *digits_of(uint64_t magnitude, char *end)
-{
-    do {
-        *--end = (char)('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude != 0);
-    return end;
-}
-
-/* More bytes than a machine integer holds: Python's int does the arithmetic (rare: > 38 digits). */
-static PyObject *decimal_from_long_bytes(const Node *n, const uint8_t *bytes, Py_ssize_t size)
-{
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *number = PyLong_FromNativeBytes(bytes, size, Py_ASNATIVEBYTES_BIG_ENDIAN);
-#else
-    PyObject *number = _PyLong_FromByteArray(bytes, (size_t)size, 0, 1);
-#endif
-    if (number == NULL)
-        return NULL;
-    PyObject *text = PyObject_Str(number);
-    Py_DECREF(number);
-    if (text == NULL)
-        return NULL;
-    Py_ssize_t length;
-    const char *digits = PyUnicode_AsUTF8AndSize(text, &length);
-    PyObject *decimal = digits == NULL ? NULL : decimal_from_digits(n, digits, length);
-    Py_DECREF(text);
-    return decimal;
-}
-
-/* Connect's Decimal: big-endian two's-complement unscaled integer, scale from the schema. */
-static PyObject *decimal_value(const Node *n, const uint8_t *bytes, Py_ssize_t size)
-{
-    if (size == 0)
-        return value_error("empty decimal bytes");
-    char buffer[48];
-    char *end = buffer + sizeof(buffer), *start;
-    bool negative = bytes[0] & 0x80;
-#ifdef __SIZEOF_INT128__
-    if (size > 16)
-        return decimal_from_long_bytes(n, bytes, size);
-    unsigned __int128 value = negative ? ~(unsigned __int128)0 : 0;  /* sign extension */
-    for (Py_ssize_t i = 0; i < size; i++)
-        value = (value << 8) | bytes[i];
-    unsigned __int128 magnitude = negative ? ~value + 1 : value;
-    if (magnitude >> 64 == 0) {
-        start = digits_of((uint64_t)magnitude, end);
-    } else {
-        start = end;
-        do {
-            *--start = (char)('0' + (int)(magnitude % 10));
-            magnitude /= 10;
-        } while (magnitude != 0);
-    }
-#else
-    if (size > 8)
-        return decimal_from_long_bytes(n, bytes, size);
-    uint64_t value = negative ? ~(uint64_t)0 : 0;
-    for (Py_ssize_t i = 0; i < size; i++)
-        value = (value << 8) | bytes[i];
-    start = digits_of(negative ? ~value + 1 : value, end);
-#endif
-    if (negative)
-        *--start = '-';
-    return decimal_from_digits(n, start, end - start);
-}
-
-static int64_t floor_div(int64_t a, int64_t b)
-{
-    int64_t quotient = a / b;
-    return (a % b != 0 && (a < 0) != (b < 0)) ? quotient - 1 : quotient;
-}
-
-/* Proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's civil_from_days). */
-static void civil_from_days(int64_t days, int *year, int *month, int *day)
-{
-    days += 719468;
-    int64_t era = floor_div(days, 146097);
-    unsigned day_of_era = (unsigned)(days - era * 146097);
-    unsigned year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-    unsigned day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    unsigned shifted_month = (5 * day_of_year + 2) / 153;
-    *day = (int)(day_of_year - (153 * shifted_month + 2) / 5 + 1);
-    *month = (int)(shifted_month < 10 ? shifted_month + 3 : shifted_month - 9);
-    *year = (int)((int64_t)year_of_era + era * 400 + (*month <= 2));
-}
-
-static PyObject *utc_datetime(int64_t micros)
-{
-    if (micros < MIN_MICROS || micros > MAX_MICROS)
-        return value_error("timestamp outside datetime's years 1..9999");
-    int64_t days = floor_div(micros, MICROS_PER_DAY);
-    int64_t of_day = micros - days * MICROS_PER_DAY;
-    int year, month, day;
-    civil_from_days(days, &year, &month, &day);
-    int64_t seconds = of_day / 1000000;
-    return PyDateTimeAPI->DateTime_FromDateAndTime(
-        year, month, day, (int)(seconds / 3600), (int)(seconds / 60 % 60), (int)(seconds % 60),
-        (int)(of_day % 1000000), PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType);
-}
-
-static PyObject *timestamp_value(Conversion unit, int64_t value)
-{
-    if (unit == C_TIMESTAMP_US)
-        return utc_datetime(value);
-    if (unit == C_TIMESTAMP_MS) {
-        if (value < MIN_MICROS / 1000 - 1 || value > MAX_MICROS / 1000 + 1)
-            return value_error("timestamp outside datetime's years 1..9999");
-        return utc_datetime(value * 1000);
-    }
-    if (value % 1000 != 0)
-        return value_error("nanoseconds that datetime cannot hold");
-    return utc_datetime(value / 1000);
-}
-
-static PyObject *date_value(int64_t days)
-{
-    if (days < MIN_DAYS || days > MAX_DAYS)
-        return value_error("date outside years 1..9999");
-    int year, month, day;
-    civil_from_days(days, &year, &month, &day);
-    return PyDateTimeAPI->Date_FromDate(year, month, day, PyDateTimeAPI->DateType);
-}
-
-/* ZonedTimestamp text: datetime.fromisoformat, kept when it is already UTC (Debezium's "Z"); any other
-   offset (or none) goes to the Python converter, which normalises or rejects it. Steals `text`. */
-static PyObject *zoned_timestamp(const Node *n, PyObject *text)
-{
-    PyObject *moment = PyObject_CallOneArg(FromIsoFormat, text);
-    if (moment != NULL && PyDateTime_DATE_GET_TZINFO(moment) != PyDateTime_TimeZone_UTC) {
-        Py_DECREF(moment);
-        moment = PyObject_CallOneArg(n->callable, text);
-    }
+    PyObject *moment = zoned_timestamp(n->callable, text);
     Py_DECREF(text);
     return moment;
 }
@@ -411,7 +233,7 @@ static PyObject *read_string(Reader *r, const Node *n, bool converting, const Fo
     PyObject *text = PyUnicode_DecodeUTF8((const char *)data, size, NULL);
     if (text == NULL || !converting || n->conversion != C_ZONED_TIMESTAMP)
         return text;
-    return zoned_timestamp(n, text);
+    return zoned_timestamp_of(n, text);
 }
 
 /* bytes and fixed: raw bytes, or a Decimal when converting. */
@@ -421,7 +243,7 @@ static PyObject *bytes_value(Reader *r, const Node *n, const uint8_t *data, Py_s
     if (converting && form_matches_bytes(form, FORM_BYTES, data, size))
         return Py_NewRef(r->unavailable);
     if (converting && n->conversion == C_DECIMAL)
-        return decimal_value(n, data, size);
+        return decimal_from_twos_complement(&n->decimal, data, size);
     return PyBytes_FromStringAndSize((const char *)data, size);
 }
 
@@ -692,26 +514,6 @@ static int skip_value(Reader *r, const Node *n)
 
 /* ------------------------------------------------------------ change events from envelopes */
 
-/* The envelope and source fields EnvelopeCodec.event and source_from (debezium.py) use, by slot. */
-enum { E_OP, E_BEFORE, E_AFTER, E_SOURCE, E_TRANSACTION, E_TS_US, E_TS_MS, ENVELOPE_SLOTS };
-static const char *const ENVELOPE_FIELDS[] = {"op", "before", "after", "source", "transaction", "ts_us", "ts_ms"};
-enum { S_TS_US, S_TS_MS, S_LSN, S_TX_ID, S_SNAPSHOT, S_DB, S_SCHEMA, S_TABLE, S_SEQUENCE, SOURCE_SLOTS };
-static const char *const SOURCE_FIELDS[] = {"ts_us", "ts_ms", "lsn", "txId", "snapshot", "db", "schema", "table",
-                                            "sequence"};
-/* Every field of events.ChangeEvent and events.Source (slots dataclasses), set in this order. */
-enum { EVENT_ATTRIBUTE_COUNT = 14, SOURCE_ATTRIBUTE_COUNT = 8 };
-static const char *const EVENT_ATTRIBUTES[] = {"topic", "partition", "offset", "op", "key", "before", "after",
-                                               "source", "headers", "tombstone", "transaction", "tx_block",
-                                               "typed", "ts_us"};
-static const char *const SOURCE_ATTRIBUTES[] = {"ts_us", "lsn", "tx_id", "snapshot", "db", "schema", "table",
-                                                "sequence"};
-
-typedef struct {
-    PyTypeObject *event_type, *source_type;
-    PyObject *ops, *snapshots;  /* wire value -> Op / Snapshot member */
-    PyObject *event_members[EVENT_ATTRIBUTE_COUNT], *source_members[SOURCE_ATTRIBUTE_COUNT];
-} EventShape;
-
 /* A record's fields that land in slots; the others are skipped. Slots hold new references. */
 static int read_projection(Reader *r, const Node *record, PyObject **slots)
 {
@@ -728,64 +530,6 @@ static int read_projection(Reader *r, const Node *record, PyObject **slots)
         Py_XSETREF(slots[field->slot], value);
     }
     return 0;
-}
-
-static PyObject *slot_value(PyObject *value)
-{
-    return Py_NewRef(value != NULL ? value : Py_None);
-}
-
-/* _ts_us: ts_us, else ts_ms in microseconds (Debezium before 2.6), else None. */
-static PyObject *micros_of(PyObject *ts_us, PyObject *ts_ms)
-{
-    if ((ts_us == NULL || ts_us == Py_None) && ts_ms != NULL && ts_ms != Py_None) {
-        PyObject *thousand = PyLong_FromLong(1000);
-        PyObject *micros = thousand == NULL ? NULL : PyNumber_Multiply(ts_ms, thousand);
-        Py_XDECREF(thousand);
-        return micros;
-    }
-    return slot_value(ts_us);
-}
-
-/* _enum_value: the member for a wire value; an unknown one is left to the Python path to name. */
-static PyObject *member_of(PyObject *members, PyObject *wire, const char *what)
-{
-    PyObject *member = PyDict_GetItemWithError(members, wire);
-    if (member == NULL && !PyErr_Occurred())
-        PyErr_Format(PyExc_ValueError, "unknown %s", what);
-    return Py_XNewRef(member);
-}
-
-/* A slots dataclass instance with its fields set as its generated __init__ would (it uses
-   object.__setattr__ too), without running that Python-level __init__. Steals the values. */
-static PyObject *dataclass_instance(PyTypeObject *type, PyObject *const *members, PyObject **values, int count)
-{
-    PyObject *instance = type->tp_alloc(type, 0);
-    for (int i = 0; i < count; i++) {
-        if (instance != NULL && values[i] != NULL
-            && Py_TYPE(members[i])->tp_descr_set(members[i], instance, values[i]) < 0)
-            Py_CLEAR(instance);
-        Py_XDECREF(values[i]);
-    }
-    return instance;
-}
-
-static PyObject *source_instance(const EventShape *shape, PyObject **slots)
-{
-    PyObject *snapshot = slots[S_SNAPSHOT] == NULL || slots[S_SNAPSHOT] == Py_None
-                             ? Py_NewRef(Py_None) : member_of(shape->snapshots, slots[S_SNAPSHOT], "snapshot");
-    if (snapshot == NULL)
-        return NULL;
-    PyObject *values[SOURCE_ATTRIBUTE_COUNT] = {
-        micros_of(slots[S_TS_US], slots[S_TS_MS]), slot_value(slots[S_LSN]), slot_value(slots[S_TX_ID]), snapshot,
-        slot_value(slots[S_DB]), slot_value(slots[S_SCHEMA]), slot_value(slots[S_TABLE]),
-        slot_value(slots[S_SEQUENCE])};
-    if (values[0] == NULL) {
-        for (int i = 1; i < SOURCE_ATTRIBUTE_COUNT; i++)
-            Py_DECREF(values[i]);
-        return NULL;
-    }
-    return dataclass_instance(shape->source_type, shape->source_members, values, SOURCE_ATTRIBUTE_COUNT);
 }
 
 static int read_envelope_field(Reader *r, const Field *field, PyObject **slots, PyObject **source_slots)
@@ -867,15 +611,6 @@ static int bad_description(PyObject *description, const char *expected)
 {
     PyErr_Format(PyExc_ValueError, "bad Avro program description %.200R: expected %s", description, expected);
     return -1;
-}
-
-/* Zeroed memory for `count` items (at least one), or NULL with MemoryError set. */
-static void *allocate(Py_ssize_t count, size_t size)
-{
-    void *memory = PyMem_Calloc(count > 0 ? (size_t)count : 1, size);
-    if (memory == NULL)
-        PyErr_NoMemory();
-    return memory;
 }
 
 /* The tag of a ("tag", ...) tuple; NULL for anything else. */
@@ -966,16 +701,13 @@ static int build_record(Node *n, PyObject *fields, int depth)
 
 static int build_decimal(Node *n, PyObject *conversion)
 {
-    PyObject *precision = PyTuple_GET_ITEM(conversion, 2);
-    long long scale = PyLong_AsLongLong(PyTuple_GET_ITEM(conversion, 1));
-    n->has_precision = precision != Py_None;
-    n->precision = n->has_precision ? PyLong_AsLongLong(precision) : 0;
-    if (PyErr_Occurred())
-        return -1;
-    if (scale < -1000000 || scale > 1000000)
+    if (decimal_spec_build(&n->decimal, PyTuple_GET_ITEM(conversion, 1), PyTuple_GET_ITEM(conversion, 2)) == 0)
+        return 0;
+    if (PyErr_ExceptionMatches(PyExc_ValueError)) {
+        PyErr_Clear();
         return bad_description(conversion, "a decimal scale within +-1,000,000");
-    snprintf(n->exponent, sizeof(n->exponent), "E%lld", -scale);
-    return 0;
+    }
+    return -1;
 }
 
 static int build_conversion(Node *n, PyObject *conversion)
@@ -1109,36 +841,6 @@ typedef struct {
     bool converting;
 } Program;
 
-static void shape_free(EventShape *shape)
-{
-    if (shape == NULL)
-        return;
-    Py_XDECREF(shape->event_type);
-    Py_XDECREF(shape->source_type);
-    Py_XDECREF(shape->ops);
-    Py_XDECREF(shape->snapshots);
-    for (int i = 0; i < EVENT_ATTRIBUTE_COUNT; i++)
-        Py_XDECREF(shape->event_members[i]);
-    for (int i = 0; i < SOURCE_ATTRIBUTE_COUNT; i++)
-        Py_XDECREF(shape->source_members[i]);
-    PyMem_Free(shape);
-}
-
-/* The slot descriptors of a dataclass declared with slots=True, one per field name. */
-static int slot_members(PyTypeObject *type, const char *const *names, int count, PyObject **members)
-{
-    for (int i = 0; i < count; i++) {
-        members[i] = PyObject_GetAttrString((PyObject *)type, names[i]);
-        if (members[i] == NULL)
-            return -1;
-        if (!Py_IS_TYPE(members[i], &PyMemberDescr_Type)) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", type->tp_name, names[i]);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int name_slot(PyObject *name, const char *const *names, int count)
 {
     for (int i = 0; i < count; i++)
@@ -1167,27 +869,6 @@ static int assign_slots(Node *envelope)
             field->node->fields[j].slot = name_slot(field->node->fields[j].name, SOURCE_FIELDS, SOURCE_SLOTS);
     }
     return 0;
-}
-
-static EventShape *shape_build(PyObject *event_types)
-{
-    PyObject *event_type, *source_type, *ops, *snapshots;
-    if (!PyArg_ParseTuple(event_types, "O!O!O!O!:event_types", &PyType_Type, &event_type, &PyType_Type,
-                          &source_type, &PyDict_Type, &ops, &PyDict_Type, &snapshots))
-        return NULL;
-    EventShape *shape = allocate(1, sizeof(EventShape));
-    if (shape == NULL)
-        return NULL;
-    shape->event_type = (PyTypeObject *)Py_NewRef(event_type);
-    shape->source_type = (PyTypeObject *)Py_NewRef(source_type);
-    shape->ops = Py_NewRef(ops);
-    shape->snapshots = Py_NewRef(snapshots);
-    if (slot_members(shape->event_type, EVENT_ATTRIBUTES, EVENT_ATTRIBUTE_COUNT, shape->event_members) < 0
-        || slot_members(shape->source_type, SOURCE_ATTRIBUTES, SOURCE_ATTRIBUTE_COUNT, shape->source_members) < 0) {
-        shape_free(shape);
-        return NULL;
-    }
-    return shape;
 }
 
 static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -1308,37 +989,14 @@ static struct PyModuleDef module = {
     .m_size = -1,
 };
 
-/* The dataclass fields event() sets, for avro.py to check against events.py before using it. */
-static int add_names(PyObject *module, const char *name, const char *const *names, int count)
-{
-    PyObject *tuple = PyTuple_New(count);
-    for (int i = 0; tuple != NULL && i < count; i++) {
-        PyObject *item = PyUnicode_FromString(names[i]);
-        if (item == NULL)
-            Py_CLEAR(tuple);
-        else
-            PyTuple_SET_ITEM(tuple, i, item);
-    }
-    int added = tuple == NULL ? -1 : PyModule_AddObjectRef(module, name, tuple);
-    Py_XDECREF(tuple);
-    return added;
-}
-
 PyMODINIT_FUNC PyInit__avro_native(void)
 {
-    PyDateTime_IMPORT;
-    if (PyDateTimeAPI == NULL || PyType_Ready(&ProgramType) < 0)
+    if (native_common_init() < 0 || PyType_Ready(&ProgramType) < 0)
         return NULL;
-    PyObject *decimal = PyImport_ImportModule("decimal");
-    if (decimal == NULL)
-        return NULL;
-    DecimalType = PyObject_GetAttrString(decimal, "Decimal");
-    Py_DECREF(decimal);
-    FromIsoFormat = PyObject_GetAttrString((PyObject *)PyDateTimeAPI->DateTimeType, "fromisoformat");
     MalformedAvro = PyErr_NewExceptionWithDoc(
         "cdc_consumer._avro_native.MalformedAvro", "The Avro body does not fit the schema's program.",
         PyExc_ValueError, NULL);
-    PyObject *m = DecimalType && FromIsoFormat && MalformedAvro ? PyModule_Create(&module) : NULL;
+    PyObject *m = MalformedAvro != NULL ? PyModule_Create(&module) : NULL;
     if (m == NULL || PyModule_AddObjectRef(m, "MalformedAvro", MalformedAvro) < 0
         || PyModule_AddObjectRef(m, "Program", (PyObject *)&ProgramType) < 0
         || add_names(m, "EVENT_ATTRIBUTES", EVENT_ATTRIBUTES, EVENT_ATTRIBUTE_COUNT) < 0
