@@ -613,15 +613,6 @@ static int bad_description(PyObject *description, const char *expected)
     return -1;
 }
 
-/* The tag of a ("tag", ...) tuple; NULL for anything else. */
-static const char *tag_of(PyObject *description)
-{
-    if (!PyTuple_Check(description) || PyTuple_GET_SIZE(description) < 1
-        || !PyUnicode_Check(PyTuple_GET_ITEM(description, 0)))
-        return NULL;
-    return PyUnicode_AsUTF8(PyTuple_GET_ITEM(description, 0));
-}
-
 static void node_free(Node *n)
 {
     if (n == NULL)

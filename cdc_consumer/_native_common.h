@@ -69,6 +69,15 @@ static void *allocate(Py_ssize_t count, size_t size)
     return memory;
 }
 
+/* Program descriptions are nested tuples. The tag of a ("tag", ...) tuple; NULL for anything else. */
+static const char *tag_of(PyObject *description)
+{
+    if (!PyTuple_Check(description) || PyTuple_GET_SIZE(description) < 1
+        || !PyUnicode_Check(PyTuple_GET_ITEM(description, 0)))
+        return NULL;
+    return PyUnicode_AsUTF8(PyTuple_GET_ITEM(description, 0));
+}
+
 /* ------------------------------------------------------------------- Connect conversions */
 
 /* Decimal from the unscaled integer's decimal digits: exact at any precision (no context rounding). */

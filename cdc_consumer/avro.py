@@ -20,7 +20,6 @@ or magic 1 + a 16-byte schema GUID, then the Avro binary body. Schemas come from
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import struct
 import uuid
@@ -29,8 +28,6 @@ from typing import Any, NamedTuple, Protocol
 
 import fastavro
 
-from cdc_consumer.debezium import _OPS as OPS_BY_WIRE
-from cdc_consumer.debezium import _SNAPSHOTS as SNAPSHOTS_BY_WIRE
 from cdc_consumer.debezium import (
     DECIMAL,
     ChangeDecoder,
@@ -46,8 +43,8 @@ from cdc_consumer.debezium import (
     map_converter,
     placeholder_form,
 )
-from cdc_consumer.decoder import Decoder
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError, Source
+from cdc_consumer.decoder import Decoder, native_event_types
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
 
 try:
     from cdc_consumer import _avro_native
@@ -341,18 +338,7 @@ _CONVERSION_ERRORS = (ValueError, TypeError, KeyError, OverflowError, Arithmetic
 _ENVELOPE_ROWS = ("before", "after")
 
 
-def _native_event_types() -> tuple | None:
-    """What Program.event needs to build events itself, or None when events.py's dataclasses no longer have
-    exactly the fields it sets (then EnvelopeCodec builds every event)."""
-    if _avro_native is None:
-        return None
-    for cls, names in ((ChangeEvent, _avro_native.EVENT_ATTRIBUTES), (Source, _avro_native.SOURCE_ATTRIBUTES)):
-        if tuple(f.name for f in dataclasses.fields(cls)) != names or hasattr(cls, "__post_init__"):
-            return None
-    return ChangeEvent, Source, OPS_BY_WIRE, SNAPSHOTS_BY_WIRE
-
-
-_EVENT_TYPES = _native_event_types()
+_EVENT_TYPES = native_event_types(_avro_native)  # what Program.event needs, None when events.py changed
 
 
 def _native_readers(program: tuple) -> tuple[Callable | None, Callable | None]:

@@ -11,18 +11,31 @@ only the payload is parsed. Anything else (other spacing, a schema-less record) 
 Numbers: orjson reads JSON numbers as int64 or binary float. A Decimal sent as a JSON number
 (`decimal.format=NUMERIC`) would lose digits that way, so when a Decimal field meets a float the record
 is parsed again with the standard library and `parse_float=Decimal`, and that schema keeps using it.
+
+Native: the schema walk builds, beside the Python converters, a description of the same conversions for
+the C extension `_json_native` (built by setup.py; grammar atop _json_native.c). When it is built, the
+parsed payload is converted in C — base64 decimals to Decimal, timestamps and dates, the TOAST
+placeholder — and a change envelope becomes its ChangeEvent directly; rare types call their Python
+converter. Any error there (or a payload it does not handle: transaction markers) sends the record down
+the Python path, parsed afresh, which stays the fallback (`Decoder(native=False)`, or no extension) and
+the tests' oracle, and raises the exact named error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from types import ModuleType
+from typing import Any, NamedTuple
 
 import orjson
 
+from cdc_consumer.debezium import _OPS as OPS_BY_WIRE
+from cdc_consumer.debezium import _SNAPSHOTS as SNAPSHOTS_BY_WIRE
 from cdc_consumer.debezium import (
+    DECIMAL,
     ChangeDecoder,
     Converter,
     EnvelopeCodec,
@@ -31,13 +44,21 @@ from cdc_consumer.debezium import (
     SchemaError,
     StructConverter,
     Wire,
+    _json_double,
     array_converter,
+    bytes_from_base64,
+    header_map,
     is_semantic_struct,
     leaf_converter,
     map_converter,
     placeholder_form,
 )
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError, Source
+
+try:
+    from cdc_consumer import _json_native
+except ImportError:  # the C extension was not built: the Python converters decode every record
+    _json_native = None
 
 __all__ = ["ChangeDecoder", "Decoder", "InvalidJson", "InvalidValue", "SchemaError", "compile_connect_schema"]
 
@@ -53,6 +74,27 @@ class InvalidJson(DecodeError):
 def compile_connect_schema(schema: Any, *, placeholder: str = UNAVAILABLE.TEXT, what: str = "value",
                            wire: Wire = Wire.JSON) -> Converter | None:
     """Walk a Connect schema (JsonConverter's `schema` object) once; returns its value converter or None."""
+    return _compile_node(schema, placeholder, what, wire).convert
+
+
+class _Node(NamedTuple):
+    """One schema node compiled for both paths: its Python converter (None: the value stays as parsed) and
+    the extension's description of the same conversion (the grammar is atop _json_native.c)."""
+
+    convert: Converter | None
+    plan: Any
+
+
+# Connect names whose converter the extension runs itself for the usual wire value (the hot types)
+_NATIVE_LEAVES = {
+    "io.debezium.time.ZonedTimestamp": "zoned_timestamp", "io.debezium.time.MicroTimestamp": "timestamp_us",
+    "io.debezium.time.NanoTimestamp": "timestamp_ns", "io.debezium.time.Timestamp": "timestamp_ms",
+    "org.apache.kafka.connect.data.Timestamp": "timestamp_ms", "io.debezium.time.Date": "date",
+    "org.apache.kafka.connect.data.Date": "date",
+}
+
+
+def _compile_node(schema: Any, placeholder: str, what: str, wire: Wire) -> _Node:
     if schema.__class__ is not dict or not isinstance(schema.get("type"), str):
         raise SchemaError(f"{what}: not a Connect schema: {schema!r:.80}")
     kind, name = schema["type"], schema.get("name")
@@ -60,40 +102,106 @@ def compile_connect_schema(schema: Any, *, placeholder: str = UNAVAILABLE.TEXT, 
         fields = schema.get("fields")
         if not isinstance(fields, list):
             raise SchemaError(f"{what}: struct without a 'fields' list")
-        return StructConverter(_compile_field(field, placeholder, wire, what) for field in fields)
+        compiled = [_compile_field(field, placeholder, wire, what) for field in fields]
+        convert = StructConverter((name, node.convert, describe, form) for name, node, describe, form in compiled)
+        if len({name for name, *_ in compiled}) < len(compiled):  # one entry per name in StructConverter
+            return _Node(convert, ("call", convert))
+        return _Node(convert, ("struct", tuple((name, node.plan, form) for name, node, _, form in compiled), convert))
     if kind == "array":
-        return array_converter(compile_connect_schema(schema.get("items"), placeholder=placeholder,
-                                                      what=f"{what}[]", wire=wire))
+        items = _compile_node(schema.get("items"), placeholder, f"{what}[]", wire)
+        convert = array_converter(items.convert)
+        return _Node(convert, None if convert is None else ("array", items.plan, convert))
     if kind == "map":
-        return map_converter(
-            compile_connect_schema(schema.get("keys"), placeholder=placeholder, what=f"{what} key", wire=wire),
-            compile_connect_schema(schema.get("values"), placeholder=placeholder, what=f"{what}{{}}", wire=wire))
-    return leaf_converter(kind, name, schema.get("parameters"), wire, what)
+        convert = map_converter(_compile_node(schema.get("keys"), placeholder, f"{what} key", wire).convert,
+                                _compile_node(schema.get("values"), placeholder, f"{what}{{}}", wire).convert)
+        return _Node(convert, ("call", convert))
+    params = schema.get("parameters")
+    convert = leaf_converter(kind, name, params, wire, what)
+    return _Node(convert, _leaf_plan(name, params, convert))
 
 
-def _compile_field(field: Any, placeholder: str, wire: Wire, parent: str):
+def _leaf_plan(name: Any, params: Any, convert: Converter | None) -> Any:
+    """The extension's description of a leaf whose Python converter leaf_converter returned."""
+    if convert is None:
+        return None
+    if name == DECIMAL:
+        precision = params.get("connect.decimal.precision")
+        return ("decimal", int(params["scale"]), None if precision is None else int(precision), convert)
+    tag = _NATIVE_LEAVES.get(name)
+    if tag is None:
+        tag = "double" if convert is _json_double else "bytes" if convert is bytes_from_base64 else "call"
+    return (tag, convert)
+
+
+def _compile_field(field: Any, placeholder: str, wire: Wire, parent: str) -> tuple[str, _Node, Any, Any]:
     name = field.get("field") if field.__class__ is dict else None
     if not isinstance(name, str):
         raise SchemaError(f"{parent}: struct field without a name: {field!r:.80}")
-    convert = compile_connect_schema(field, placeholder=placeholder, what=f"{parent}.{name}", wire=wire)
+    node = _compile_node(field, placeholder, f"{parent}.{name}", wire)
     describe = field.get("name") or field["type"]
-    return name, convert, describe, placeholder_form(field["type"], wire, placeholder)
+    return name, node, describe, placeholder_form(field["type"], wire, placeholder)
+
+
+def native_event_types(module: ModuleType | None) -> tuple | None:
+    """What a C extension's event() needs to build events itself, or None when events.py's dataclasses no
+    longer have exactly the fields it sets (then EnvelopeCodec builds every event)."""
+    if module is None:
+        return None
+    for cls, names in ((ChangeEvent, module.EVENT_ATTRIBUTES), (Source, module.SOURCE_ATTRIBUTES)):
+        if tuple(f.name for f in dataclasses.fields(cls)) != names or hasattr(cls, "__post_init__"):
+            return None
+    return ChangeEvent, Source, OPS_BY_WIRE, SNAPSHOTS_BY_WIRE
+
+
+_EVENT_TYPES = native_event_types(_json_native)
 
 
 class _Compiled:
-    """A schema seen on the wire, compiled; `exact_numbers` once it proved to carry NUMERIC decimals."""
+    """A schema seen on the wire, compiled; `exact_numbers` once it proved to carry NUMERIC decimals.
 
-    __slots__ = ("codec", "convert", "exact_numbers")
+    The extension's Programs, None where it is not built or refuses the description: `key_program`
+    converts as `convert` does, `event_program` builds change events as `codec.event` does (None from it:
+    the payload is something else, untouched). `text`: the schema as it appeared on the wire, when the
+    byte-search path met it.
+    """
 
-    def __init__(self, convert: Converter | None, codec: EnvelopeCodec) -> None:
-        self.convert, self.codec, self.exact_numbers = convert, codec, False
+    __slots__ = ("codec", "convert", "event_program", "exact_numbers", "key_program", "native_convert",
+                 "native_event", "text")
+
+    def __init__(self, root: _Node | None, codec: EnvelopeCodec, *, native: bool = False) -> None:
+        self.convert = None if root is None else root.convert
+        self.codec, self.exact_numbers, self.text = codec, False, None
+        self.key_program = self.event_program = None
+        if native and root is not None:
+            self.key_program, self.event_program = _native_programs(root)
+        self.native_convert = None if self.key_program is None else self.key_program.convert
+        self.native_event = None if self.event_program is None else self.event_program.event
+
+
+def _native_programs(root: _Node) -> tuple[Any, Any]:
+    try:
+        program = _json_native.Program(root.plan, UNAVAILABLE)
+    except (ValueError, TypeError, OverflowError):  # a description the extension refuses (e.g. a huge scale)
+        return None, None
+    if _EVENT_TYPES is None or root.plan is None or root.plan[0] != "struct":
+        return program, None  # not an envelope EnvelopeCodec converts the rows of
+    rows = {name: plan for name, plan, _ in root.plan[1]}
+    return program, _json_native.Program(("envelope", rows.get("before"), rows.get("after")), UNAVAILABLE,
+                                         _EVENT_TYPES)
+
+
+_NOT_CONVERTED = object()
 
 
 class Decoder(ChangeDecoder):
     """Decodes Debezium JSON records (JsonConverter, schemas enabled or not). Not thread-safe (caches)."""
 
-    def __init__(self, *, unavailable_placeholder: str = UNAVAILABLE.TEXT, max_cached_schemas: int = 1024) -> None:
+    def __init__(self, *, unavailable_placeholder: str = UNAVAILABLE.TEXT, max_cached_schemas: int = 1024,
+                 native: bool = True) -> None:
+        """native: convert payloads with the C extension when it is built; False: always the Python path."""
         self._placeholder = unavailable_placeholder
+        self._native = native and _json_native is not None
+        self.native_fallbacks = 0  # records the extension handed to the Python path (tests and benchmarks)
         self._max_cached = max_cached_schemas
         # Schemas as they appear on the wire, by text length: a record that starts with a known schema text
         # followed by `,"payload":` needs neither a byte search nor a hash of its 5 KB schema.
@@ -101,9 +209,27 @@ class Decoder(ChangeDecoder):
         self._by_canonical: dict[bytes, _Compiled] = {}  # schemas met on the general path
         self._cached = 0
         self._untyped = _Compiled(None, EnvelopeCodec.untyped(unavailable_placeholder))
+        # The extension's copy of _by_length: records whose key and value schemas it knows decode in one call
+        self._known = _json_native.KnownSchemas(orjson.loads, header_map) if self._native else None
 
     # -------------------------------------------------------------------------------- public
-    # decode(topic, key, value, headers, partition, offset) -> ChangeEvent comes from ChangeDecoder
+    @property
+    def native(self) -> bool:
+        """Whether the C extension converts this decoder's payloads."""
+        return self._native
+
+    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
+               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
+        """ChangeDecoder.decode, in one call of the extension when it knows both schemas (the usual record)."""
+        if self._known is not None:
+            try:
+                event = self._known.decode(topic, key, value, headers, partition, offset)
+            except Exception:  # noqa: BLE001 - the Python-level path below names the problem, or decodes it
+                self.native_fallbacks += 1
+            else:
+                if event is not None:
+                    return event
+        return super().decode(topic, key, value, headers, partition, offset)
 
     def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
         """A record key (`{schema, payload}` or plain JSON) as a dict of decoded values; None stays None."""
@@ -130,31 +256,58 @@ class Decoder(ChangeDecoder):
 
     # ------------------------------------------------------------------------------- parsing
 
-    def _value_event(self, value: bytes | str, **record: Any) -> ChangeEvent | None:
+    def _value_event(self, value: bytes | str, *, topic: str, key: dict[str, Any] | None,
+                     headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent | None:
         data = value.encode() if value.__class__ is str else value
         compiled, payload = self._document(data, exact=False)
         if payload is None:  # `{"schema": null, "payload": null}`
             return None
+        if compiled.native_event is not None:
+            try:
+                event = compiled.native_event(payload, topic, key, headers, partition, offset)
+            except Exception:  # noqa: BLE001 - the Python path names the problem (or re-parses NUMERIC decimals)
+                self.native_fallbacks += 1
+                compiled, payload = self._document(data, exact=False)  # afresh: rows were converted in place
+            else:
+                if event is not None:
+                    return event
+        record = {"topic": topic, "key": key, "headers": headers, "partition": partition, "offset": offset}
         try:
             return compiled.codec.event(payload, **record)
         except InexactNumber:  # decimal.format=NUMERIC: read this schema's records with exact numbers
-            compiled.exact_numbers = True
+            self._exact_numbers(compiled)
             compiled, payload = self._document(data, exact=True)
             return compiled.codec.event(payload, **record)
 
     def _key(self, data: bytes, exact: bool) -> dict[str, Any] | None:
         compiled, payload = self._document(data, exact=exact)
         if compiled.convert is not None and payload is not None:
-            try:
-                payload = compiled.convert(payload)
-            except InexactNumber:
-                compiled.exact_numbers = True
-                raise
-            except DecodeError as exc:
-                raise type(exc)(f"key.{exc.reason}") from None
+            converted = _NOT_CONVERTED
+            if compiled.native_convert is not None:
+                try:
+                    converted = compiled.native_convert(payload)
+                except Exception:  # noqa: BLE001 - the Python path below names the problem
+                    self.native_fallbacks += 1
+                    compiled, payload = self._document(data, exact=exact)  # afresh: converted in place
+            payload = converted if converted is not _NOT_CONVERTED else self._python_key(compiled, payload)
         if payload is not None and payload.__class__ is not dict:
             raise InvalidValue(f"key: expected a struct, got {payload!r:.80}")
         return payload
+
+    def _python_key(self, compiled: _Compiled, payload: Any) -> Any:
+        try:
+            return compiled.convert(payload)
+        except InexactNumber:
+            self._exact_numbers(compiled)
+            raise
+        except DecodeError as exc:
+            raise type(exc)(f"key.{exc.reason}") from None
+
+    def _exact_numbers(self, compiled: _Compiled) -> None:
+        """From now on this schema's records are parsed with exact numbers, on the Python-level path."""
+        compiled.exact_numbers = True
+        if self._known is not None and compiled.text is not None:
+            self._known.discard(compiled.text)
 
     def _document(self, data: bytes, *, exact: bool) -> tuple[_Compiled, Any]:
         """(compiled schema, payload) of one JSON document; the untyped entry when it has no schema."""
@@ -200,16 +353,21 @@ class Decoder(ChangeDecoder):
             return None
         compiled = self._compile(schema)
         self._by_length.setdefault(len(text), []).insert(0, (text, compiled))
+        compiled.text = text
+        if self._known is not None and (compiled.key_program or compiled.event_program) is not None:
+            self._known.add(text, compiled.key_program, compiled.event_program)
         return cut, compiled
 
     def _compile(self, schema: Any) -> _Compiled:
         if self._cached >= self._max_cached:  # a stream of ever-new schemas must not grow memory forever
             self._by_length.clear()
             self._by_canonical.clear()
+            if self._known is not None:
+                self._known.clear()
             self._cached = 0
         self._cached += 1
-        convert = compile_connect_schema(schema, placeholder=self._placeholder)
-        return _Compiled(convert, EnvelopeCodec(convert))
+        root = _compile_node(schema, self._placeholder, "value", Wire.JSON)
+        return _Compiled(root, EnvelopeCodec(root.convert), native=self._native)
 
 
 def _loads(text: bytes | memoryview, exact: bool) -> Any:

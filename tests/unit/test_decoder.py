@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from cdc_consumer import decoder as decoder_module
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.events import UNAVAILABLE, Op, Snapshot
 from tests.unit.debezium_records import (
@@ -307,3 +308,18 @@ def test_transaction_metadata_records_and_the_per_event_block():
 def test_decoding_twice_gives_equal_events(line):
     decoder = Decoder()
     assert decode_line(decoder, line) == decode_line(decoder, line)  # cached compile, fresh payload each time
+
+
+def test_the_json_extension_is_built_and_used_by_default():
+    """`make venv` (pip install -e .) compiles it; when it could not, the Python converters decode everything."""
+    assert decoder_module._json_native is not None
+    assert Decoder().native
+    assert not Decoder(native=False).native
+
+
+def test_without_the_json_extension_the_python_path_decodes_everything(monkeypatch):
+    monkeypatch.setattr(decoder_module, "_json_native", None)
+    decoder = Decoder()
+    assert not decoder.native
+    line = records(PRECISE)[0]
+    assert decoder.decode(line["topic"], line["key"].encode(), line["value"].encode()).after["symbol"] == "BTCUSDT"
