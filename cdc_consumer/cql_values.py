@@ -17,6 +17,11 @@ from typing import Any
 
 from cassandra.query import UNSET_VALUE, BoundStatement
 
+try:  # the C loop of StatementBinder.bind (setup.py builds it; without a compiler the Python loop runs)
+    from cdc_consumer import _cql_native
+except ImportError:  # pragma: no cover - depends on the build
+    _cql_native = None
+
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _INT32 = struct.Struct(">i").pack
 _DATE_CENTER = 1 << 31  # CQL date: unsigned days with the epoch at 2^31
@@ -65,7 +70,6 @@ _FAST: dict[str, Callable[[Any], bytes]] = {
     "boolean": _bool,
     "text": _text,
     "varchar": _text,
-    "ascii": _text,
     "decimal": serialize_decimal,
     "date": serialize_date,
     "blob": bytes,
@@ -74,13 +78,18 @@ _FAST: dict[str, Callable[[Any], bytes]] = {
 _FAST_TYPES: dict[str, tuple[type, ...]] = {
     "double": (float,), "float": (float,), "bigint": (int,), "counter": (int,), "timestamp": (int,),
     "int": (int,), "smallint": (int,), "tinyint": (int,), "boolean": (bool,), "text": (str,), "varchar": (str,),
-    "ascii": (str,), "decimal": (Decimal,), "date": (date,), "blob": (bytes, bytearray),
+    "decimal": (Decimal,), "date": (date,), "blob": (bytes, bytearray),
 }
 
 
-def _for_column(cql_type, protocol_version: int) -> Callable[[Any], bytes]:
+def _unreversed(cql_type):
     while cql_type.typename == "org.apache.cassandra.db.marshal.ReversedType":
         cql_type = cql_type.subtypes[0]
+    return cql_type
+
+
+def _for_column(cql_type, protocol_version: int) -> Callable[[Any], bytes]:
+    cql_type = _unreversed(cql_type)
     fast, expected = _FAST.get(cql_type.typename), _FAST_TYPES.get(cql_type.typename)
     generic = cql_type.serialize
 
@@ -100,12 +109,28 @@ class StatementBinder:
         self.prepared = prepared
         version = prepared.protocol_version
         self.serializers = tuple(_for_column(c.type, version) for c in prepared.column_metadata)
+        self.serialize = native_serializer(prepared.column_metadata, self.serializers) \
+            if _cql_native is not None else self.serialize_python
 
     def bind(self, values: Sequence[Any]) -> BoundStatement:
-        if len(values) != len(self.serializers):
-            raise ValueError(f"{len(values)} values for {len(self.serializers)} bind markers")
+        serialized = self.serialize(values)
         bound = BoundStatement(self.prepared)
         bound.raw_values = values
-        bound.values = [value if value is None or value is UNSET_VALUE else serialize(value)
-                        for serialize, value in zip(self.serializers, values)]
+        bound.values = serialized
         return bound
+
+    def serialize_python(self, values: Sequence[Any]) -> list:
+        """The serialized values (None and UNSET_VALUE kept): the path without the C extension, and the
+        oracle its tests compare with."""
+        if len(values) != len(self.serializers):
+            raise ValueError(f"{len(values)} values for {len(self.serializers)} bind markers")
+        return [value if value is None or value is UNSET_VALUE else serialize(value)
+                for serialize, value in zip(self.serializers, values)]
+
+
+def native_serializer(column_metadata, serializers: tuple[Callable[[Any], bytes], ...]):
+    """The C loop of StatementBinder.serialize_python: a native kind for each column type of _FAST (used
+    only for the exact Python types of _FAST_TYPES), the column's Python serializer for everything else."""
+    kinds = _cql_native.SERIALIZER_KINDS
+    return _cql_native.Serializer(tuple(kinds.get(_unreversed(c.type).typename, 0) for c in column_metadata),
+                                  serializers)

@@ -32,6 +32,11 @@ from cdc_consumer.cql_values import StatementBinder
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 
+try:  # the C loop of TargetWriter.upsert (setup.py builds it; without a compiler the Python loop runs)
+    from cdc_consumer import _cql_native
+except ImportError:  # pragma: no cover - depends on the build
+    _cql_native = None
+
 ON_DELETE = ("delete", "ignore")
 NULLS_ON_CREATE = ("skip", "write")
 _TOP_LEVEL_KEYS = {"version", "skip_tables", "tables", "anchors"}
@@ -312,6 +317,9 @@ class TargetWriter:
     key_columns: tuple[CompiledColumn, ...] = field(init=False)
     key_positions: tuple[int, ...] = field(init=False)
     _plan: tuple = field(init=False, repr=False)
+    # upsert after the null of the row is chosen: (row, null, timestamp, order) -> Write. The C loop
+    # (_cql_native.Converter of the same columns) when the extension is built, else upsert_python.
+    _upsert: Callable[[dict[str, Any], Any, int, tuple], Write] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name = {c.column: i for i, c in enumerate(self.columns)}
@@ -319,12 +327,16 @@ class TargetWriter:
         self.key_columns = tuple(self.columns[i] for i in self.key_positions)
         self._plan = tuple((c, c.sources[0] if len(c.sources) == 1 else None, c.conversion.convert)
                            for c in self.columns)
+        self._upsert = native_converter(self) if _cql_native is not None else self.upsert_python
 
     def upsert(self, row: dict[str, Any], *, create: bool, timestamp: int, order: tuple) -> Write:
-        null = UNSET_VALUE if create and self.nulls_on_create == "skip" else None
+        return self._upsert(row, UNSET_VALUE if create and self.nulls_on_create == "skip" else None, timestamp, order)
+
+    def upsert_python(self, row: dict[str, Any], null: Any, timestamp: int, order: tuple) -> Write:
+        """upsert's loop in Python: the path without the C extension, and the oracle its tests compare with."""
         values = []
         append = values.append
-        for column, source, convert in self._plan:  # the hot path: one pass, no per-column calls
+        for column, source, convert in self._plan:  # one pass, no per-column calls
             if source is None:  # several source columns
                 append(self._value(column, row, null is UNSET_VALUE))
                 continue
@@ -368,6 +380,16 @@ class TargetWriter:
         except ConversionError as exc:
             raise self._unmappable(column, exc) from exc
 
+    def _conversion_failed(self, index: int, exc: ConversionError) -> None:
+        """The native loop's ConversionError in column `index`: the Python loop's UnmappableRecord."""
+        raise self._unmappable(self.columns[index], exc) from exc
+
+    def _value_at(self, index: int, row: dict[str, Any], skip_nulls: bool) -> Any:
+        return self._value(self.columns[index], row, skip_nulls)
+
+    def _bad_key(self, values: list) -> None:
+        self._check_key(tuple(values[i] for i in self.key_positions), "row")
+
     def _unmappable(self, column: CompiledColumn, exc: ConversionError) -> UnmappableRecord:
         return UnmappableRecord(f"{self.table}.{column.column} <- {', '.join(column.sources)}: {exc}")
 
@@ -378,6 +400,21 @@ class TargetWriter:
                         "set REPLICA IDENTITY FULL on the source table)") if what.startswith("before") else ""
                 raise UnmappableRecord(f"{self.table}: key column {column.column} needs "
                                        f"{', '.join(column.sources)}, which is missing or null in the {what}{hint}")
+
+
+def native_converter(writer: TargetWriter):
+    """The C loop of writer.upsert: each column's conversion as a native kind where the conversion is one
+    of CONVERSIONS (the C code converts only the values whose result is certain and calls `convert` for
+    the rest), the plain call otherwise."""
+    kinds = _cql_native.CONVERSION_KINDS
+
+    def kind(conversion: Conversion) -> int:
+        known = CONVERSIONS.get(conversion.name)
+        return kinds.get(conversion.name, 0) if known is not None and known.convert is conversion.convert else 0
+
+    plan = tuple((kind(c.conversion), c.sources, c.conversion.convert, c.conversion.arity) for c in writer.columns)
+    return _cql_native.Converter(plan, writer.key_positions, writer._conversion_failed, writer._value_at,
+                                 writer._bad_key, writer.upsert_python, Write, writer)
 
 
 @dataclass
@@ -393,38 +430,46 @@ class CompiledMapping:
         self.spec = spec
         self.tables = tables
         self.writers = tuple(w for t in tables.values() for w in t.targets)
+        # (schema, table) of the source -> its table, for tables mapped from any topic: what _table_for
+        # finds for such an event without building `schema.table` (the others take _table_for)
+        self._any_topic = {tuple(name.split(".")): table for name, table in tables.items()
+                           if name.count(".") == 1 and all(name.split(".")) and not table.spec.topics}
 
     def is_skipped(self, event: ChangeEvent) -> bool:
         return event.table in self.spec.skip_tables
 
     def writes(self, event: ChangeEvent) -> list[Write]:
         """The row operations of a data-change event (op r/c/u/d); raises UnmappableRecord."""
-        table = self._table_for(event)
+        source = event.source
+        table = self._any_topic.get((source.schema, source.table)) if source is not None else None
+        if table is None:
+            table = self._table_for(event)
         if not event.typed:
             raise UnmappableRecord("record carries no Connect schema (schemas.enable=false): "
                                    "its decimals cannot be decoded exactly")
-        source = event.source
         ts_us = source.ts_us if source is not None and source.ts_us is not None else None
         if ts_us is None:
             raise UnmappableRecord("event has no source.ts_us to order its writes by")
         order = (ts_us, source.lsn or 0)
-        if event.op is Op.DELETE:
+        op = event.op
+        if op is Op.DELETE:
             row = {**(event.key or {}), **{k: v for k, v in (event.before or {}).items() if v is not None}}
             return [t.delete_of(row, timestamp=ts_us, order=order)
                     for t in table.targets if t.on_delete == "delete"]
-        if event.after is None:
-            raise UnmappableRecord(f"op {event.op.value if event.op else None!r} event without an after-image")
-        create = event.op in (Op.CREATE, Op.READ)
+        after = event.after
+        if after is None:
+            raise UnmappableRecord(f"op {op.value if op else None!r} event without an after-image")
+        create = op in (Op.CREATE, Op.READ)
         writes = []
-        for target in table.targets:
-            if target.snapshot_version_from is not None and event.op is Op.READ:
-                version = self._snapshot_version(target, event.after, ts_us)
-                writes.append(target.upsert(event.after, create=create, timestamp=version,
-                                            order=(version, source.lsn or 0)))
+        for target in table.targets:  # target.upsert's work, inlined (the hot path)
+            null = UNSET_VALUE if create and target.nulls_on_create == "skip" else None
+            if target.snapshot_version_from is not None and op is Op.READ:
+                version = self._snapshot_version(target, after, ts_us)
+                writes.append(target._upsert(after, null, version, (version, source.lsn or 0)))
                 continue
-            if event.op is Op.UPDATE and event.before and target.on_delete == "delete":
-                writes.extend(self._moved_row(target, event.before, event.after, ts_us, order))
-            writes.append(target.upsert(event.after, create=create, timestamp=ts_us, order=order))
+            if op is Op.UPDATE and event.before and target.on_delete == "delete":
+                writes.extend(self._moved_row(target, event.before, after, ts_us, order))
+            writes.append(target._upsert(after, null, ts_us, order))
         return writes
 
     @staticmethod
