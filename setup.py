@@ -9,4 +9,5 @@ from setuptools import Extension, setup
 setup(ext_modules=[Extension("cdc_consumer._avro_native", ["cdc_consumer/_avro_native.c"], optional=True,
                              depends=["cdc_consumer/_native_common.h"]),
                    Extension("cdc_consumer._json_native", ["cdc_consumer/_json_native.c"], optional=True,
-                             depends=["cdc_consumer/_native_common.h"])])
+                             depends=["cdc_consumer/_native_common.h"]),
+                   Extension("cdc_consumer._cql_native", ["cdc_consumer/_cql_native.c"], optional=True)])
