@@ -3,6 +3,10 @@
 Targets (issue 3): >= 50,000 events/s JSON with schemas, >= 150,000 events/s Avro, and JSON decode time
 <= 1.5x the standard library's json.loads of the same key and value bytes, measured in the same run.
 
+JSON is measured two ways: `Decoder.decode` (the C extension `_json_native` converting orjson's parse,
+`json_events_per_s`) and the same decoder on its Python path (`Decoder(native=False)`, what runs when the
+extension is not built), each also as a ratio to the standard library's json.loads.
+
 The events are the captured envelopes (bench/envelopes.py: same schema and layout as Debezium wrote
 them, values varied per event), alternating ticker and kline. The Avro events are the same rows encoded
 with the captured AvroConverter schemas (pg_avro_confluent.schemas.json) in Confluent wire format. Each
@@ -110,11 +114,15 @@ def measure(events: int, rounds: int) -> dict[str, float]:
     json_side, rows = json_records(events)
     avro_side = avro_records(json_side)
     json_decoder = Decoder()
+    json_python_decoder = Decoder(native=False)
+    if not json_decoder.native:
+        print("warning: the C extension is not built; decoder.json_events_per_s is the Python path", file=sys.stderr)
     avro_decoder = AvroDecoder(SchemaFile(fixture_dir() / "pg_avro_confluent.schemas.json"))
     fastavro_decoder = AvroDecoder(SchemaFile(fixture_dir() / "pg_avro_confluent.schemas.json"), native=False)
     if not avro_decoder.native:
         print("warning: the C extension is not built; decoder.avro_events_per_s is the fastavro path", file=sys.stderr)
     check_rows(json_decoder, json_side[-1000:], rows)
+    check_rows(json_python_decoder, json_side[-1000:], rows)
     check_rows(avro_decoder, avro_side[-1000:], rows)
     check_rows(fastavro_decoder, avro_side[-1000:], rows)
 
@@ -140,14 +148,17 @@ def measure(events: int, rounds: int) -> dict[str, float]:
             read(io.BytesIO(memoryview(value)[5:]), readers[unpack(value, 1)[0]], None)
 
     seconds = best_seconds({"stdlib": stdlib, "json": decode_all(json_decoder, json_side),
+                            "json_python_path": decode_all(json_python_decoder, json_side),
                             "avro": decode_all(avro_decoder, avro_side),
                             "avro_fastavro_path": decode_all(fastavro_decoder, avro_side), "fastavro": fastavro_only},
                            rounds)
     count = len(json_side)
     return {"decoder.json_events_per_s": count / seconds["json"],
+            "decoder.json_python_path_events_per_s": count / seconds["json_python_path"],
             "decoder.avro_events_per_s": count / seconds["avro"],
             "decoder.avro_fastavro_path_events_per_s": count / seconds["avro_fastavro_path"],
             "decoder.json_vs_stdlib_ratio": seconds["json"] / seconds["stdlib"],
+            "decoder.json_python_path_vs_stdlib_ratio": seconds["json_python_path"] / seconds["stdlib"],
             "decoder.stdlib_json_loads_events_per_s": count / seconds["stdlib"],
             "decoder.fastavro_read_only_events_per_s": count / seconds["fastavro"],
             "decoder.events": count, "decoder.rounds": rounds}
@@ -169,6 +180,8 @@ def report(results: dict[str, float]) -> bool:
             verdict = f"  target {op} {bound:,}: {'met' if met else 'MISSED'}"
         shown = f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
         print(f"  {name:42s} {shown:>12s}{verdict}")
+    json_speedup = results["decoder.json_events_per_s"] / results["decoder.json_python_path_events_per_s"]
+    print(f"  JSON decode runs at {json_speedup:.1f}x its own Python path.")
     avro_share = results["decoder.avro_events_per_s"] / results["decoder.fastavro_read_only_events_per_s"]
     speedup = results["decoder.avro_events_per_s"] / results["decoder.avro_fastavro_path_events_per_s"]
     print(f"  Avro decode runs at {avro_share:.0%} of fastavro's bare read rate on this machine, "
