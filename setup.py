@@ -1,7 +1,8 @@
-"""Builds the optional C extension cdc_consumer._avro_native; every other setting lives in setup.cfg.
+"""Builds the optional C extensions of the consumer's hot path; every other setting lives in setup.cfg.
 
-`optional=True`: where it cannot be compiled (no C compiler), the package still installs and
-cdc_consumer.avro reads Avro with fastavro instead.
+_avro_native and _json_native decode Debezium records, _cql_native maps rows and serializes CQL values.
+`optional=True`: where they cannot be compiled (no C compiler), the package still installs and the
+pure-Python paths (kept as the tests' oracle) run instead, several times slower.
 """
 
 from setuptools import Extension, setup
