@@ -1,0 +1,22 @@
+"""The C extensions of the hot path are built by `pip install -e .` (setup.py) and used by default.
+
+The native-vs-Python comparison tests skip when an extension is missing; this test is the one named
+failure that says so, so a broken build never passes as green.
+"""
+
+import importlib
+
+import pytest
+
+from cdc_consumer import decoder, mapping
+
+
+@pytest.mark.parametrize("module", ["_avro_native", "_json_native", "_cql_native"])
+def test_extension_is_built(module):
+    assert importlib.import_module(f"cdc_consumer.{module}") is not None
+
+
+def test_the_hot_path_uses_the_native_code_by_default():
+    assert decoder.Decoder().native
+    assert decoder._json_native is not None
+    assert mapping._cql_native is not None
