@@ -430,10 +430,10 @@ class CompiledMapping:
         self.spec = spec
         self.tables = tables
         self.writers = tuple(w for t in tables.values() for w in t.targets)
-        # (schema, table) of the source -> its table, for tables mapped from any topic: what _table_for
-        # finds for such an event without building `schema.table` (the others take _table_for)
-        self._any_topic = {tuple(name.split(".")): table for name, table in tables.items()
-                           if name.count(".") == 1 and all(name.split(".")) and not table.spec.topics}
+        # (schema, table) of the source -> its table: found per event without building `schema.table`
+        # (names that do not split into exactly two parts are looked up by event.table)
+        self._by_source = {tuple(name.split(".")): table for name, table in tables.items()
+                           if name.count(".") == 1 and all(name.split("."))}
 
     def is_skipped(self, event: ChangeEvent) -> bool:
         return event.table in self.spec.skip_tables
@@ -441,9 +441,7 @@ class CompiledMapping:
     def writes(self, event: ChangeEvent) -> list[Write]:
         """The row operations of a data-change event (op r/c/u/d); raises UnmappableRecord."""
         source = event.source
-        table = self._any_topic.get((source.schema, source.table)) if source is not None else None
-        if table is None:
-            table = self._table_for(event)
+        table = self._table_for(event)
         if not event.typed:
             raise UnmappableRecord("record carries no Connect schema (schemas.enable=false): "
                                    "its decimals cannot be decoded exactly")
@@ -494,9 +492,12 @@ class CompiledMapping:
         return [target.delete_of(before, timestamp=ts_us, order=order)]
 
     def _table_for(self, event: ChangeEvent) -> CompiledTable:
-        table = self.tables.get(event.table or "")
+        source = event.source
+        table = self._by_source.get((source.schema, source.table)) if source is not None else None
         if table is None:
-            raise UnmappableRecord(f"no mapping for source table {event.table!r}")
+            table = self.tables.get(event.table or "")
+            if table is None:
+                raise UnmappableRecord(f"no mapping for source table {event.table!r}")
         if not table.spec.accepts_topic(event.topic):
             raise UnmappableRecord(f"topic {event.topic!r} is not among {', '.join(table.spec.topics)} "
                                    f"mapped for {event.table}")
