@@ -65,6 +65,10 @@ def pg_database(pg_dsn: str, settings: Settings):
     try:
         yield make_conninfo(**params)
     finally:
+        # A deleted connector's walsender lets go of its slot a moment after the REST call returns.
+        wait_until(lambda: not admin.execute("SELECT 1 FROM pg_replication_slots WHERE database = %s AND active",
+                                             (name,)).fetchall(),
+                   timeout=60, what=f"the replication slots of {name} to be released")
         for (slot,) in admin.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s",
                                      (name,)).fetchall():
             admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
