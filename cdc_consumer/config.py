@@ -12,6 +12,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# The native stack's registry is Apicurio: consumers read its Confluent-compatible API, the Connect
+# converter (Apicurio's own client) writes through its v2 API on the same server.
+REGISTRY_CCOMPAT_PATH = "/apis/ccompat/v7"
+REGISTRY_API_PATH = "/apis/registry/v2"
+
 DEFAULT_PORTS = {
     "CDC_PG_PORT": 5432,
     "CDC_KAFKA_PORT": 9092,
@@ -35,6 +40,14 @@ def _protocol_version(env: Mapping[str, str]) -> int:
     if raw not in ("3", "4", "5"):
         raise ValueError(f"CDC_CASSANDRA_PROTOCOL_VERSION={raw!r} is not a CQL native protocol version (3, 4 or 5)")
     return int(raw)
+
+
+def _registry_api_url(ccompat_url: str) -> str:
+    """Apicurio's v2 API on the server whose Confluent-compatible API is `ccompat_url`."""
+    base = ccompat_url.rstrip("/")
+    if base.endswith(REGISTRY_CCOMPAT_PATH):
+        base = base[: -len(REGISTRY_CCOMPAT_PATH)]
+    return base + REGISTRY_API_PATH
 
 
 @dataclass(frozen=True)
@@ -67,11 +80,14 @@ class Settings:
     connect_url: str
     schema_registry_url: str
     cassandra: CassandraSettings
+    registry_api_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         pg_port = _port(env, "CDC_PG_PORT")
+        registry_url = (env.get("CDC_SCHEMA_REGISTRY_URL")
+                        or f"http://127.0.0.1:{_port(env, 'CDC_REGISTRY_PORT')}{REGISTRY_CCOMPAT_PATH}")
         hosts = tuple(h.strip() for h in env.get("CDC_CASSANDRA_HOSTS", "127.0.0.1").split(",") if h.strip())
         return cls(
             postgres=PostgresSettings(
@@ -80,8 +96,8 @@ class Settings:
             ),
             kafka_bootstrap=env.get("CDC_KAFKA_BOOTSTRAP") or f"127.0.0.1:{_port(env, 'CDC_KAFKA_PORT')}",
             connect_url=env.get("CDC_CONNECT_URL") or f"http://127.0.0.1:{_port(env, 'CDC_CONNECT_PORT')}",
-            schema_registry_url=env.get("CDC_SCHEMA_REGISTRY_URL")
-            or f"http://127.0.0.1:{_port(env, 'CDC_REGISTRY_PORT')}",
+            schema_registry_url=registry_url,
+            registry_api_url=env.get("CDC_REGISTRY_API_URL") or _registry_api_url(registry_url),
             cassandra=CassandraSettings(
                 hosts=hosts or ("127.0.0.1",),
                 port=_port(env, "CDC_CASSANDRA_PORT"),

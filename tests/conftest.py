@@ -142,3 +142,19 @@ def cassandra_session(cassandra_cluster):
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
         session.shutdown()
+
+
+@pytest.fixture(scope="session")
+def registry_url(settings: Settings, connect_url: str) -> str:
+    """The Confluent-compatible API of the stack's Apicurio registry, with the Avro converter in Connect."""
+    import requests
+
+    url = urlparse(settings.schema_registry_url)
+    _require("Schema registry (Apicurio)", url.hostname or "127.0.0.1", url.port or 8081)
+    wait_until(lambda: requests.get(f"{settings.schema_registry_url}/subjects", timeout=5).ok,
+               timeout=60, what="the schema registry's Confluent-compatible API")
+    plugins = requests.get(f"{connect_url}/connector-plugins", params={"connectorsOnly": "false"}, timeout=10).json()
+    if "io.apicurio.registry.utils.converter.AvroConverter" not in {p["class"] for p in plugins}:
+        pytest.fail(f"Kafka Connect at {connect_url} has no Apicurio AvroConverter plugin (stack: connect)",
+                    pytrace=False)
+    return settings.schema_registry_url

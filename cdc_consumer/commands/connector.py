@@ -17,7 +17,16 @@ from cdc_consumer.commands.options import connect_url_option, pg_dsn_option, set
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from connectors import slots
-from connectors.config import ConfigError, diff, load_template, parse_overrides, render
+from connectors.config import (
+    AVRO_TEMPLATE,
+    DEFAULT_TEMPLATE,
+    ConfigError,
+    diff,
+    load_template,
+    parse_overrides,
+    render,
+    template_path,
+)
 from connectors.connect_client import (
     PAUSED,
     RUNNING,
@@ -31,6 +40,7 @@ from connectors.connect_client import (
 
 # Changing these on a live connector would mix two formats in its topics.
 FORMAT_KEYS = ("key.converter", "value.converter")
+FORMAT_TEMPLATES = {"json": DEFAULT_TEMPLATE, "avro": AVRO_TEMPLATE}
 
 
 @contextlib.contextmanager
@@ -53,7 +63,11 @@ def timeout_option(default: float):
 
 @click.command("register-connector")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="Connector template (default: connectors/postgres.json).")
+              help="Connector template (default: the packaged one of --format).")
+@click.option("--format", "fmt", type=click.Choice(sorted(FORMAT_TEMPLATES)), default=None,
+              help="Packaged template: json (connectors/postgres.json, the default) or avro "
+                   "(connectors/postgres-avro.json: Apicurio's converter, Confluent wire format, the registry "
+                   "at CDC_REGISTRY_API_URL).")
 @click.option("--name", default=None, help="Connector name (default: the template's, cdc-postgres).")
 @connect_url_option
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -62,11 +76,16 @@ def timeout_option(default: float):
               help="Wait until the connector and all its tasks are RUNNING.")
 @timeout_option(120.0)
 @click.option("--force", is_flag=True, help="Allow changing the converters of an existing connector.")
-def register_connector(config_file: str | None, name: str | None, connect_url: str, overrides: tuple[str, ...],
-                       wait: bool, timeout: float, force: bool) -> None:
+def register_connector(config_file: str | None, fmt: str | None, name: str | None, connect_url: str,
+                       overrides: tuple[str, ...], wait: bool, timeout: float, force: bool) -> None:
     """Validate, then create or update the Debezium connector (idempotent)."""
+    if config_file and fmt:
+        raise click.UsageError("--config and --format both choose the template; give one of them")
+    template = config_file or template_path(FORMAT_TEMPLATES[fmt or "json"])
+    # The Avro template's converter talks to the registry's own API, derived from CDC_SCHEMA_REGISTRY_URL.
+    env = {"CDC_REGISTRY_API_URL": settings().registry_api_url, **os.environ}
     try:
-        desired = render(load_template(config_file), os.environ, overrides=parse_overrides(overrides), name=name)
+        desired = render(load_template(template), env, overrides=parse_overrides(overrides), name=name)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     client = ConnectClient(connect_url)

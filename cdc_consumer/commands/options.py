@@ -34,7 +34,7 @@ def connect_url_option(f):
 def registry_option(f):
     return click.option("--registry", envvar="CDC_SCHEMA_REGISTRY_URL",
                         default=lambda: settings().schema_registry_url,
-                        show_default="CDC_SCHEMA_REGISTRY_URL or http://127.0.0.1:8081",
+                        show_default="CDC_SCHEMA_REGISTRY_URL or http://127.0.0.1:8081/apis/ccompat/v7",
                         help="Confluent-compatible schema registry URL.")(f)
 
 

@@ -2,6 +2,7 @@
 
 Everything runs on the real services of the native stack, driven through the `cdc` CLI as a user
 would: `cdc register-connector`, `cdc consume` processes (which tests SIGKILL at will), `cdc verify`.
+`fmt` picks the wire format end to end: JSON with schemas, or Avro through the stack's Apicurio registry.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Pipeline:
     dsn: str
     keyspace: str
     log_dir: Path
+    fmt: str = "json"
     name: str = field(default_factory=lambda: unique_name("e2e"))
     consumers: list[subprocess.Popen] = field(default_factory=list)
 
@@ -62,7 +64,7 @@ class Pipeline:
     # -- connector -------------------------------------------------------------------------------
     def register(self) -> None:
         dbname = psycopg.conninfo.conninfo_to_dict(self.dsn)["dbname"]
-        result = cdc("register-connector", "--name", self.name, "--timeout", "180",
+        result = cdc("register-connector", "--name", self.name, "--timeout", "180", "--format", self.fmt,
                      "--set", f"database.dbname={dbname}", "--set", f"slot.name={self.name}",
                      "--set", f"topic.prefix={self.prefix}", "--set", "heartbeat.interval.ms=1000")
         assert result.returncode == 0, f"register-connector failed:\n{result.stdout}\n{result.stderr}"
@@ -76,7 +78,8 @@ class Pipeline:
         log = open(self.log_dir / f"consumer-{index}.log", "w")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             [CDC, "consume", "--group", self.group, "--topics", self.topics_regex,
-             "--cassandra-keyspace", self.keyspace, "--progress-every", "2", "--drain-timeout", "60", *extra],
+             "--cassandra-keyspace", self.keyspace, "--progress-every", "2", "--drain-timeout", "60",
+             "--format", self.fmt, *extra],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.consumers.append(process)
         return process

@@ -27,11 +27,15 @@ CHANGES = 10_000
 
 
 @pytest.fixture()
-def pipeline(pg_database, cassandra_session, kafka_bootstrap, connect_url, tmp_path):
+def pipeline(request, pg_database, cassandra_session, kafka_bootstrap, connect_url, tmp_path):
+    """A registered pipeline in JSON, or in the format a test parametrizes it with (indirect)."""
+    fmt = getattr(request, "param", "json")
+    if fmt == "avro":
+        request.getfixturevalue("registry_url")
     with psycopg.connect(pg_database) as conn:
         schema.apply_sql(conn)
     schema.apply_cql(cassandra_session, cassandra_session.keyspace)
-    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path)
+    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path, fmt=fmt)
     p.register()
     yield p
     p.stop_consumers()
@@ -52,6 +56,7 @@ def assert_exit_zero(codes: list[int]) -> None:
     assert all(code == 0 for code in codes if code is not None and code >= 0), f"consumer exit codes {codes}"
 
 
+@pytest.mark.parametrize("pipeline", ["json", "avro"], indirect=True)
 def test_happy_path_poll_through_debezium_into_cassandra(pipeline: Pipeline, tmp_path):
     sim = subprocess.Popen([CDC, "binance-sim", "--port", "0", "--symbols", "10", "--seed", "3"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -29,7 +29,7 @@ PROMETHEUS_FILE = COMPOSE_DIR / "prometheus.yml"
 GRAFANA_DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 GRAFANA_PROVIDERS = ROOT / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
 
-EXPECTED_SERVICES = {"postgres", "kafka", "connect", "schema-registry", "cassandra", "grafana"}
+EXPECTED_SERVICES = {"postgres", "kafka", "connect", "registry", "cassandra", "grafana"}
 PIPELINE_SERVICES = {"init", "register-connector", "binance-sim", "poll", "consume", "prometheus"}
 PROJECT_SERVICES = PIPELINE_SERVICES - {"prometheus"}
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped", "on-failure"}
@@ -177,8 +177,23 @@ def test_every_long_running_service_restarts(compose):
     assert missing_restart_policies(compose) == []
 
 
-def test_the_one_shot_jobs_are_init_and_register_connector(compose):
-    assert one_shot_services(compose) == {"init", "register-connector"}
+def test_the_one_shot_jobs_are_init_register_connector_and_connect_plugins(compose):
+    assert one_shot_services(compose) == {"init", "register-connector", "connect-plugins"}
+
+
+def test_registry_and_converter_are_the_native_stacks_release_and_pom(compose):
+    """No drift between the two setups: the Apicurio release of compose/native/stack, the converter
+    resolved from the native stack's own pom (same release), mounted as a plugin dir of Connect."""
+    native = (COMPOSE_DIR / "native" / "stack").read_text()
+    version = re.search(r"^REGISTRY_VERSION=(\S+)$", native, re.MULTILINE).group(1)
+    services = _services(compose)
+    assert services["registry"]["image"] == f"apicurio/apicurio-registry-mem:{version}"
+    pom = COMPOSE_DIR / "native" / "apicurio-converter" / "pom.xml"
+    assert f"<artifactId>apicurio-registry-utils-converter</artifactId><version>{version}</version>" in pom.read_text()
+    mounts = services["connect-plugins"]["volumes"]
+    assert any((COMPOSE_DIR / m.split(":")[0]).resolve() == pom for m in mounts)
+    plugin_volume = next(m.split(":")[0] for m in mounts if m.endswith(":/plugins"))
+    assert f"{plugin_volume}:/kafka/connect/apicurio-converter" in services["connect"]["volumes"]
 
 
 def test_every_dependency_waits_for_health(compose):

@@ -38,3 +38,18 @@ def test_cassandra_protocol_defaults_to_v4_and_is_configurable():
 def test_an_unknown_cassandra_protocol_names_the_variable():
     with pytest.raises(ValueError, match="CDC_CASSANDRA_PROTOCOL_VERSION='6'"):
         Settings.from_env({"CDC_CASSANDRA_PROTOCOL_VERSION": "6"})
+
+
+def test_registry_default_is_apicurios_confluent_compatible_api_on_the_registry_port():
+    assert Settings.from_env({}).schema_registry_url == "http://127.0.0.1:8081/apis/ccompat/v7"
+    moved = Settings.from_env({"CDC_REGISTRY_PORT": "14081"})
+    assert moved.schema_registry_url == "http://127.0.0.1:14081/apis/ccompat/v7"
+    assert Settings.from_env({"CDC_SCHEMA_REGISTRY_URL": "http://sr:8081"}).schema_registry_url == "http://sr:8081"
+
+
+def test_the_converters_registry_api_is_apicurios_v2_api_on_the_same_server():
+    assert Settings.from_env({"CDC_REGISTRY_PORT": "14081"}).registry_api_url == "http://127.0.0.1:14081/apis/registry/v2"
+    same_server = Settings.from_env({"CDC_SCHEMA_REGISTRY_URL": "http://registry:8080/apis/ccompat/v7/"})
+    assert same_server.registry_api_url == "http://registry:8080/apis/registry/v2"
+    explicit = Settings.from_env({"CDC_REGISTRY_API_URL": "http://elsewhere/apis/registry/v2"})
+    assert explicit.registry_api_url == "http://elsewhere/apis/registry/v2"

@@ -102,24 +102,39 @@ def test_password_comes_from_the_environment_and_an_empty_one_is_left_out():
 
 # --- the Avro variant ------------------------------------------------------------------------------
 
-def test_avro_template_uses_the_confluent_converter_and_the_registry_from_the_environment():
+APICURIO_CONVERTER = "io.apicurio.registry.utils.converter.AvroConverter"
+
+
+def test_avro_template_uses_apicurios_converter_in_confluent_wire_format_with_the_registry_from_the_environment():
     config = render(load_template(template_path(AVRO_TEMPLATE)),
-                    {"CDC_SCHEMA_REGISTRY_URL": "http://registry.internal:8081"}).config
+                    {"CDC_REGISTRY_API_URL": "http://registry.internal:8080/apis/registry/v2"}).config
     for side in ("key", "value"):
-        assert config[f"{side}.converter"] == "io.confluent.connect.avro.AvroConverter"
-        assert config[f"{side}.converter.schema.registry.url"] == "http://registry.internal:8081"
+        assert config[f"{side}.converter"] == APICURIO_CONVERTER
+        assert config[f"{side}.converter.apicurio.registry.url"] == "http://registry.internal:8080/apis/registry/v2"
+        # Magic byte 0 + 4-byte content id, no headers: what cdc consume --format avro reads.
+        assert config[f"{side}.converter.apicurio.registry.as-confluent"] == "true"
+        assert config[f"{side}.converter.apicurio.registry.use-id"] == "contentId"
+        assert config[f"{side}.converter.apicurio.registry.headers.enabled"] == "false"
+        assert config[f"{side}.converter.apicurio.registry.auto-register"] == "true"
         assert f"{side}.converter.schemas.enable" not in config
 
 
 def test_avro_template_defaults_the_registry_to_the_local_stack():
     config = render(load_template(template_path(AVRO_TEMPLATE)), {}).config
-    assert config["value.converter.schema.registry.url"] == "http://127.0.0.1:8081"
+    assert config["value.converter.apicurio.registry.url"] == "http://127.0.0.1:8081/apis/registry/v2"
 
 
 def test_avro_template_differs_from_the_default_only_in_its_converters():
     avro = render(load_template(template_path(AVRO_TEMPLATE)), {}).config
     json_config = default_config()
-    assert {c.key for c in diff(json_config, avro)} <= FORMAT_KEYS
+    assert all(c.key in FORMAT_KEYS or c.key.startswith(("key.converter.apicurio.", "value.converter.apicurio."))
+               for c in diff(json_config, avro))
+
+
+def test_register_with_both_config_and_format_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(main, ["register-connector", "--config", str(tmp_path / "c.json"), "--format", "avro"])
+    assert result.exit_code == 2
+    assert "--config and --format" in result.output
 
 
 # --- substitution ----------------------------------------------------------------------------------
