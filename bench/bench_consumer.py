@@ -93,11 +93,12 @@ def scrape(port: int) -> dict:
     return values
 
 
-def run_consumer(topic: str, keyspace: str, events: int) -> dict:
+def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json") -> dict:
+    """`cdc consume --format fmt` on `topic` (a name or ^regex) until `events` are applied."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic,
                                 "--group", unique_name("bench"), "--cassandra-keyspace", keyspace,
-                                "--metrics-port", str(port), "--progress-every", "0"], cwd=REPO,
+                                "--metrics-port", str(port), "--progress-every", "0", "--format", fmt], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         first = wait_until(lambda: (m := scrape(port))["consumed"] > 0 and (time.perf_counter(), m), timeout=120,

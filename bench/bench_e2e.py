@@ -8,11 +8,14 @@ markers' Cassandra partition (one range query every few ms) and records when eac
 visible. Latency = visible - committed, so it includes Debezium's WAL polling, Kafka, decoding, the
 Cassandra write and the read's own poll interval (<= --read-interval-ms).
 
-A tap (its own consumer group on the klines topic) records each marker's Kafka CreateTime, set when
-Connect's producer sent it, which splits the latency in two stages: commit -> Kafka (Debezium and
-Connect) and Kafka -> Cassandra (`cdc consume`).
+A tap (its own consumer group on the klines and order_book topics, decoding with the project's decoder)
+records each marker's Kafka CreateTime, set when Connect's producer sent it, which splits the latency in
+two stages: commit -> Kafka (Debezium and Connect) and Kafka -> Cassandra (`cdc consume`); it also counts
+the bytes of every record (key + value) on the wire.
 
-Usage: python bench/bench_e2e.py [--rate 2000] [--seconds 30] [--json-out FILE]
+`measure()` is the whole run for one wire format (`bench/bench_avro.py` runs it for JSON and Avro).
+
+Usage: python bench/bench_e2e.py [--rate 2000] [--seconds 30] [--format json|avro] [--json-out FILE]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import psycopg  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
 from cdc_consumer import cql_session, schema  # noqa: E402
+from cdc_consumer.commands.consume import make_decoder  # noqa: E402
 from cdc_consumer.config import Settings  # noqa: E402
 from tests.e2e.pipeline import Pipeline  # noqa: E402
 from tests.support import unique_name, wait_until  # noqa: E402
@@ -102,12 +106,14 @@ class Reader(threading.Thread):
 
 
 class Tap(threading.Thread):
-    """Records the Kafka CreateTime of each marker record on the klines topic (its own consumer group)."""
+    """Records the Kafka CreateTime of each marker record on the klines topic and the size of every record
+    on the klines and order_book topics (its own consumer group)."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, klines_topic: str, other_topics: list[str], decode) -> None:
         super().__init__(daemon=True)
-        self.bootstrap, self.topic = bootstrap, topic
+        self.bootstrap, self.klines_topic, self.other_topics, self.decode = bootstrap, klines_topic, other_topics, decode
         self.produced: dict[int, float] = {}
+        self.records = self.bytes = 0
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -116,19 +122,24 @@ class Tap(threading.Thread):
         consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": unique_name("tap"),
                              "auto.offset.reset": "earliest", "enable.auto.commit": False,
                              "topic.metadata.refresh.interval.ms": 1000, "fetch.wait.max.ms": 10})
-        consumer.subscribe([self.topic])
-        day_ms = int(DAY.timestamp() * 1000)
+        consumer.subscribe([self.klines_topic, *self.other_topics])
         try:
             while not self.stop.is_set():
                 for message in consumer.consume(500, 0.1):
                     if message.error() or message.value() is None:
                         continue
-                    after = json.loads(message.value())["payload"]["after"]
-                    if after and after["symbol"] == MARKER:
-                        open_ms = dt.datetime.fromisoformat(after["open_time"]).timestamp() * 1000
-                        self.produced.setdefault(int(open_ms - day_ms) // 1000, message.timestamp()[1] / 1000)
+                    self.records += 1
+                    self.bytes += len(message.value()) + len(message.key() or b"")
+                    if message.topic() == self.klines_topic:
+                        self._marker(message)
         finally:
             consumer.close()
+
+    def _marker(self, message) -> None:
+        after = self.decode(message.topic(), message.key(), message.value()).after
+        if after and after["symbol"] == MARKER:
+            seq = int((after["open_time"] - DAY).total_seconds())
+            self.produced.setdefault(seq, message.timestamp()[1] / 1000)
 
 
 def percentiles(values: list[float]) -> tuple[float, float]:
@@ -136,15 +147,10 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return round(cuts[49], 1), round(cuts[98], 1)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=2000, help="changes per second")
-    parser.add_argument("--seconds", type=float, default=30)
-    parser.add_argument("--read-interval-ms", type=float, default=5)
-    parser.add_argument("--json-out")
-    args = parser.parse_args()
-
-    settings = Settings.from_env()
+def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, seconds: float = 30,
+            read_interval_ms: float = 5, after_run=None) -> dict:
+    """One end-to-end run in `fmt` on a private pipeline; `after_run(pipeline, keyspace_session)` is called
+    while its topics still exist (bench_avro.py consumes them again)."""
     admin = psycopg.connect(**settings.postgres.connect_kwargs(), autocommit=True)
     dbname = unique_name("bench_e2e")
     admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -152,7 +158,8 @@ def main() -> int:
     keyspace = unique_name("bench")
     cluster, session = cql_session.connect(settings.cassandra)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
-    pipeline = Pipeline(dsn, keyspace, log_dir)
+    pipeline = Pipeline(dsn, keyspace, log_dir, fmt=fmt)
+    extra: dict = {}
     try:
         with psycopg.connect(dsn) as conn:
             schema.apply_sql(conn)
@@ -172,9 +179,10 @@ def main() -> int:
                                            "interval = '1m' AND bucket = %s", (DAY.date(),)).one()
                    and session.execute("SELECT * FROM order_book WHERE symbol = 'WARMUP'").one(),
                    timeout=120, what="the warm-up rows in Cassandra")
-        reader = Reader(session, args.read_interval_ms / 1000)
-        writer = Writer(dsn, args.rate, args.seconds)
-        tap = Tap(settings.kafka_bootstrap, pipeline.topic("klines"))
+        reader = Reader(session, read_interval_ms / 1000)
+        writer = Writer(dsn, rate, seconds)
+        tap = Tap(settings.kafka_bootstrap, pipeline.topic("klines"), [pipeline.topic("order_book")],
+                  make_decoder(fmt, settings.schema_registry_url))
         tap.start()
         reader.start()
         writer.start()
@@ -188,6 +196,8 @@ def main() -> int:
         wait_until(lambda: len(tap.produced) >= len(writer.committed), timeout=60, what="every marker seen by the tap")
         tap.stop.set()
         tap.join()
+        if after_run is not None:
+            extra = after_run(pipeline, session)
     finally:
         pipeline.stop_consumers()
         pipeline.delete_connector()
@@ -197,27 +207,44 @@ def main() -> int:
         admin.close()
 
     latencies = [(reader.visible[s] - t) * 1000 for s, t in writer.committed.items()]
-    achieved = len(writer.committed) * TX_CHANGES / args.seconds
+    achieved = len(writer.committed) * TX_CHANGES / seconds
     p50, p99 = percentiles(latencies)
     to_kafka = percentiles([(tap.produced[s] - t) * 1000 for s, t in writer.committed.items()])
     to_cassandra = percentiles([(reader.visible[s] - tap.produced[s]) * 1000 for s in writer.committed])
-    result = {
-        "e2e.p50_ms": p50,
-        "e2e.p99_ms": p99,
-        "e2e.max_ms": round(max(latencies), 1),
-        "e2e.mean_ms": round(statistics.fmean(latencies), 1),
-        "e2e.rate_changes_per_s": round(achieved),
-        "e2e.samples": len(latencies),
-        "e2e.commit_to_kafka_p50_ms": to_kafka[0],
-        "e2e.commit_to_kafka_p99_ms": to_kafka[1],
-        "e2e.kafka_to_cassandra_p50_ms": to_cassandra[0],
-        "e2e.kafka_to_cassandra_p99_ms": to_cassandra[1],
+    return {
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "max_ms": round(max(latencies), 1),
+        "mean_ms": round(statistics.fmean(latencies), 1),
+        "rate_changes_per_s": round(achieved),
+        "samples": len(latencies),
+        "commit_to_kafka_p50_ms": to_kafka[0],
+        "commit_to_kafka_p99_ms": to_kafka[1],
+        "kafka_to_cassandra_p50_ms": to_cassandra[0],
+        "kafka_to_cassandra_p99_ms": to_cassandra[1],
+        "wire_bytes_per_event": round(tap.bytes / tap.records, 1),
+        **extra,
     }
-    print(f"end-to-end latency at {achieved:.0f} changes/s over {args.seconds:.0f}s "
-          f"({len(latencies)} marker transactions): p50 {result['e2e.p50_ms']} ms, p99 {result['e2e.p99_ms']} ms, "
-          f"max {result['e2e.max_ms']} ms (targets: p50 <= 150 ms, p99 <= 500 ms)")
-    print(f"  commit -> Kafka (Debezium, Connect): p50 {to_kafka[0]} ms, p99 {to_kafka[1]} ms; "
-          f"Kafka -> Cassandra (cdc consume): p50 {to_cassandra[0]} ms, p99 {to_cassandra[1]} ms")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=2000, help="changes per second")
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--read-interval-ms", type=float, default=5)
+    parser.add_argument("--format", choices=("json", "avro"), default="json")
+    parser.add_argument("--json-out")
+    args = parser.parse_args()
+
+    run = measure(Settings.from_env(), fmt=args.format, rate=args.rate, seconds=args.seconds,
+                  read_interval_ms=args.read_interval_ms)
+    result = {f"e2e.{name}": value for name, value in run.items() if name != "wire_bytes_per_event"}
+    print(f"end-to-end latency at {run['rate_changes_per_s']} changes/s over {args.seconds:.0f}s "
+          f"({run['samples']} marker transactions): p50 {run['p50_ms']} ms, p99 {run['p99_ms']} ms, "
+          f"max {run['max_ms']} ms (targets: p50 <= 150 ms, p99 <= 500 ms)")
+    print(f"  commit -> Kafka (Debezium, Connect): p50 {run['commit_to_kafka_p50_ms']} ms, "
+          f"p99 {run['commit_to_kafka_p99_ms']} ms; Kafka -> Cassandra (cdc consume): "
+          f"p50 {run['kafka_to_cassandra_p50_ms']} ms, p99 {run['kafka_to_cassandra_p99_ms']} ms")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
     return 0

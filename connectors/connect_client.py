@@ -81,8 +81,18 @@ class ConnectorState:
 
 
 def trace_head(trace: str | None, lines: int = 6) -> str:
-    """The first lines of a Java stack trace: the exception and where it was thrown."""
-    return "\n".join((trace or "").strip().splitlines()[:lines])
+    """The first lines of a Java stack trace: the exception and where it was thrown, then its root cause
+    (Connect wraps e.g. a schema registry's refusal in "Tolerance exceeded in error handler")."""
+    head = (trace or "").strip().splitlines()[:lines]
+    cause = root_cause(trace)
+    return "\n".join(head + [f"Caused by: {cause}"] if cause and f"Caused by: {cause}" not in head else head)
+
+
+def root_cause(trace: str | None) -> str | None:
+    """The innermost `Caused by:` of a Java stack trace (exception and message), or None."""
+    causes = [line.strip()[len("Caused by:"):].strip() for line in (trace or "").splitlines()
+              if line.strip().startswith("Caused by:")]
+    return causes[-1] if causes else None
 
 
 class ConnectClient:

@@ -24,7 +24,14 @@ from cdc_consumer import cql_session, pg
 from cdc_consumer.config import CassandraSettings, PostgresSettings
 from connectors import slots
 from connectors.config import ConfigError, load_template, render
-from connectors.connect_client import RUNNING, ConnectClient, ConnectError, ConnectorNotFound, ConnectorState
+from connectors.connect_client import (
+    RUNNING,
+    ConnectClient,
+    ConnectError,
+    ConnectorNotFound,
+    ConnectorState,
+    root_cause,
+)
 
 PARTS = ("connector", "slot", "consumer", "cassandra")
 DEFAULT_MAX_WAL_BYTES = 512 * 1024 * 1024
@@ -327,7 +334,7 @@ def _connector_problems(c: ConnectorHealth | None) -> list[str]:
         return [c.error]
     if c.missing or c.state is None:
         return [f"connector {c.name} does not exist"]
-    problems = [f"{what} FAILED: {_first_line(trace)}" for what, trace in c.state.failures]
+    problems = [f"{what} FAILED: {_failure(trace)}" for what, trace in c.state.failures]
     if c.state.state not in (RUNNING, "FAILED"):
         problems.append(f"connector {c.name} is {c.state.state}: changes are not flowing")
     if not c.state.tasks:
@@ -382,6 +389,12 @@ def _sink_problems(s: SinkHealth | None, thresholds: Thresholds) -> list[str]:
             problems.append(f"newest row in Cassandra is {freshness:.1f}s old "
                             f"(more than {thresholds.max_freshness_s:g}s)")
     return problems
+
+
+def _failure(trace: str | None) -> str:
+    """A failed task's exception, and its root cause when another exception wraps it."""
+    first, cause = _first_line(trace), root_cause(trace)
+    return f"{first} (caused by {cause})" if cause and cause not in first else first
 
 
 def _first_line(text: str | None) -> str:

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from cdc_consumer.commands.status import render
-from connectors.connect_client import ConnectorState, TaskState
+from connectors.connect_client import ConnectorState, TaskState, trace_head
 from connectors.health import (
     ConnectorHealth,
     ConsumerHealth,
@@ -71,6 +71,35 @@ def test_a_failed_task_is_a_problem_quoting_its_exception():
     found = problems(healthy_report(connector=ConnectorHealth("cdc-postgres", state)))
     assert found == [('task 0 FAILED: org.apache.kafka.connect.errors.ConnectException: replication slot '
                      '"cdc_slot" is active')]
+
+
+# A converter failure as Connect reports it: the registry's refusal is the innermost cause.
+WRAPPED_TRACE = (
+    "org.apache.kafka.connect.errors.ConnectException: Tolerance exceeded in error handler\n"
+    "\tat org.apache.kafka.connect.runtime.errors.RetryWithToleranceOperator.execAndHandleError(R.java:1)\n"
+    "Caused by: org.apache.kafka.connect.errors.DataException: Converting Kafka Connect data to byte[] failed\n"
+    "\tat io.apicurio.registry.utils.converter.SerdeBasedConverter.fromConnectData(S.java:2)\n"
+    "Caused by: io.apicurio.registry.rest.client.exception.RuleViolationException: Incompatible artifact: "
+    "t-value [AVRO]\n"
+    "\tat io.apicurio.registry.rest.client.impl.ErrorHandler.handleErrorResponse(E.java:3)\n")
+
+
+def test_a_failed_task_wrapping_another_exception_names_the_root_cause_too():
+    state = ConnectorState("cdc-postgres", "RUNNING", "w1", None, (TaskState(0, "FAILED", "w1", WRAPPED_TRACE),))
+    found = problems(healthy_report(connector=ConnectorHealth("cdc-postgres", state)))
+    assert found == ["task 0 FAILED: org.apache.kafka.connect.errors.ConnectException: Tolerance exceeded in error "
+                     "handler (caused by io.apicurio.registry.rest.client.exception.RuleViolationException: "
+                     "Incompatible artifact: t-value [AVRO])"]
+
+
+def test_trace_head_ends_with_the_root_cause_once():
+    assert trace_head(WRAPPED_TRACE, 2).splitlines() == [
+        "org.apache.kafka.connect.errors.ConnectException: Tolerance exceeded in error handler",
+        "\tat org.apache.kafka.connect.runtime.errors.RetryWithToleranceOperator.execAndHandleError(R.java:1)",
+        "Caused by: io.apicurio.registry.rest.client.exception.RuleViolationException: Incompatible artifact: "
+        "t-value [AVRO]"]
+    assert trace_head(TRACE) == TRACE.strip()
+    assert trace_head(WRAPPED_TRACE, 10) == WRAPPED_TRACE.strip()
 
 
 def test_a_missing_connector_is_a_problem():
