@@ -148,9 +148,8 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, seconds: float = 30,
-            read_interval_ms: float = 5, after_run=None) -> dict:
-    """One end-to-end run in `fmt` on a private pipeline; `after_run(pipeline, keyspace_session)` is called
-    while its topics still exist (bench_avro.py consumes them again)."""
+            read_interval_ms: float = 5) -> dict:
+    """One end-to-end run in `fmt` on a private pipeline (fresh database, connector, topics, keyspace)."""
     admin = psycopg.connect(**settings.postgres.connect_kwargs(), autocommit=True)
     dbname = unique_name("bench_e2e")
     admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -159,7 +158,6 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
     cluster, session = cql_session.connect(settings.cassandra)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     pipeline = Pipeline(dsn, keyspace, log_dir, fmt=fmt)
-    extra: dict = {}
     try:
         with psycopg.connect(dsn) as conn:
             schema.apply_sql(conn)
@@ -196,8 +194,6 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
         wait_until(lambda: len(tap.produced) >= len(writer.committed), timeout=60, what="every marker seen by the tap")
         tap.stop.set()
         tap.join()
-        if after_run is not None:
-            extra = after_run(pipeline, session)
     finally:
         pipeline.stop_consumers()
         pipeline.delete_connector()
@@ -223,7 +219,6 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
         "kafka_to_cassandra_p50_ms": to_cassandra[0],
         "kafka_to_cassandra_p99_ms": to_cassandra[1],
         "wire_bytes_per_event": round(tap.bytes / tap.records, 1),
-        **extra,
     }
 
 
