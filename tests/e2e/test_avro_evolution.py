@@ -126,3 +126,5 @@ def test_an_incompatible_change_is_refused_the_task_fails_and_status_shows_the_r
     # (field 1) of the new envelope cannot read what the old one wrote.
     assert f"RuleViolationException: Incompatible artifact: {subject} [AVRO]" in failed[0], failed
     assert "reader union lacking writer type: RECORD at /fields/1/type/1" in failed[0], failed
+    shown = cdc("connector", "status", pipeline.name)
+    assert shown.returncode == 1 and f"Incompatible artifact: {subject}" in shown.stderr, shown.stderr
