@@ -10,6 +10,7 @@ problems) and against a deliberately bad document (the problem is named), so eve
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -25,11 +26,11 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 COMPOSE_DIR = COMPOSE_FILE.parent
 DOCKERFILE = ROOT / "Dockerfile"
-PROMETHEUS_FILE = COMPOSE_DIR / "prometheus.yml"
+PROMETHEUS_DIR = COMPOSE_DIR / "prometheus"
 GRAFANA_DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 GRAFANA_PROVIDERS = ROOT / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
 
-EXPECTED_SERVICES = {"postgres", "kafka", "connect", "schema-registry", "cassandra", "grafana"}
+EXPECTED_SERVICES = {"postgres", "kafka", "connect", "schema-registry", "cassandra", "grafana", "alertmanager"}
 PIPELINE_SERVICES = {"init", "register-connector", "binance-sim", "poll", "consume", "prometheus"}
 PROJECT_SERVICES = PIPELINE_SERVICES - {"prometheus"}
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped", "on-failure"}
@@ -245,8 +246,14 @@ def test_prometheus_scrapes_the_consumer_metrics_port(compose):
     services = _services(compose)
     consume = services["consume"]["command"]
     port = consume[consume.index("--metrics-port") + 1]
-    scrape = yaml.safe_load(PROMETHEUS_FILE.read_text())["scrape_configs"]
-    assert [t for job in scrape for c in job["static_configs"] for t in c["targets"]] == [f"127.0.0.1:{port}"]
+    # prometheus.yml is shared with the native stack; this stack's targets are the files of targets/.
+    scrape = {job["job_name"]: job for job in yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    consume_files = [f for c in scrape["cdc-consume"]["file_sd_configs"] for f in c["files"]]
+    targets = [t for pattern in consume_files for path in sorted(PROMETHEUS_DIR.glob(pattern))
+               for group in json.loads(path.read_text()) for t in group["targets"]]
+    assert targets == [f"127.0.0.1:{port}"]
+    assert "./prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
     # `cdc consume` serves on loopback: Prometheus shares its network namespace, Grafana calls consume:9090.
     assert services["prometheus"]["network_mode"] == "service:consume"
     assert "--web.listen-address=:9090" in services["prometheus"]["command"]
@@ -353,3 +360,15 @@ def test_env_example_rules_name_missing_and_filled_entries():
     env = "# API_TOKEN=\nDB_PASSWORD=\nGRAFANA_PASSWORD=s3cret\n"
     assert variables_missing_from_env_example(BAD_COMPOSE + "x: $${ESCAPED}", env) == ["API_TOKEN"]
     assert secrets_with_values_in_env_example(env) == ["GRAFANA_PASSWORD"]
+
+
+def test_alertmanager_reads_the_shared_config_and_gossips_with_no_one(compose):
+    services = _services(compose)
+    alertmanager = services["alertmanager"]
+    assert "./alertmanager:/etc/alertmanager:ro" in alertmanager["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert "--cluster.listen-address=" in alertmanager["command"]
+    am_files = [f for c in yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["alerting"][
+        "alertmanagers"] for sd in c["file_sd_configs"] for f in sd["files"]]
+    targets = [t for f in am_files for group in json.loads((PROMETHEUS_DIR / f).read_text()) for t in group["targets"]]
+    assert targets == ["alertmanager:9093"]
