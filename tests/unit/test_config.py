@@ -38,3 +38,10 @@ def test_cassandra_protocol_defaults_to_v4_and_is_configurable():
 def test_an_unknown_cassandra_protocol_names_the_variable():
     with pytest.raises(ValueError, match="CDC_CASSANDRA_PROTOCOL_VERSION='6'"):
         Settings.from_env({"CDC_CASSANDRA_PROTOCOL_VERSION": "6"})
+
+
+def test_prometheus_url_follows_its_port_and_a_full_url_wins():
+    assert Settings.from_env({}).prometheus_url == "http://127.0.0.1:9090"
+    assert Settings.from_env({"CDC_PROMETHEUS_PORT": "13090"}).prometheus_url == "http://127.0.0.1:13090"
+    assert Settings.from_env({"CDC_PROMETHEUS_URL": "http://prom:9090",
+                              "CDC_PROMETHEUS_PORT": "13090"}).prometheus_url == "http://prom:9090"
