@@ -11,6 +11,7 @@ notification), the latest moment the rules can see the change and hold it for `f
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import psycopg
@@ -44,6 +45,8 @@ from tests.support import unique_name, wait_until
 pytestmark = pytest.mark.integration
 
 NOTIFY_SLACK_S = 1.0
+# Creating and dropping the test keyspace's tables can outlast the driver's 10 s on a busy machine.
+SCHEMA_TIMEOUT_S = 60
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +68,7 @@ def test_consumer_down_alert_is_active_in_alertmanager_within_its_budget_and_res
         prometheus, alertmanager, kafka_bootstrap, cassandra_session, tmp_path):
     from tests.integration.monitoring_support import active_alerts
 
+    cassandra_session.cluster.profile_manager.default.request_timeout = SCHEMA_TIMEOUT_S
     keyspace = cassandra_session.keyspace
     schema.apply_cql(cassandra_session, keyspace)
     port = free_port()
@@ -127,12 +131,13 @@ def test_exporter_reports_a_slot_and_the_wal_it_retains(prometheus, pg_database,
 def test_every_dashboard_query_returns_series_from_the_running_pipeline(
         prometheus, pg_database, cassandra_session, kafka_bootstrap, connect_url, tmp_path):
     """A real pipeline (simulator -> poll -> PostgreSQL -> Debezium -> Kafka -> consume -> Cassandra, plus the
-    exporter) with one undecodable record (DLQ) and a Cassandra outage (paused, write retries) for the
+    exporter) with one undecodable record (DLQ), a tombstone (skipped) and a Cassandra outage (paused, write retries) for the
     consumer, so every series the dashboards and alert rules read exists."""
     queries = dashboard_queries()
     assert len(queries) >= 19  # the pipeline-health panels at least
     with psycopg.connect(pg_database) as conn:
         schema.apply_sql(conn)
+    cassandra_session.cluster.profile_manager.default.request_timeout = SCHEMA_TIMEOUT_S
     keyspace = cassandra_session.keyspace
     schema.apply_cql(cassandra_session, keyspace)
     pipeline = Pipeline(pg_database, keyspace, tmp_path)
@@ -157,13 +162,16 @@ def test_every_dashboard_query_returns_series_from_the_running_pipeline(
             instance = f"127.0.0.1:{ports['cdc-consume']}"
             wait_until(lambda: values(prometheus, f'sum(cdc_events_applied_total{{instance="{instance}"}})')
                        [0] > 0, timeout=180, interval=1, what="changes applied by the consumer, in Prometheus")
-            produce(kafka_bootstrap, pipeline.topic("ticker_24h"), [(b"k", b"not a change event")])
-            wait_until(lambda: values(prometheus, f'sum(cdc_events_dlq_total{{instance="{instance}"}})'),
-                       timeout=60, interval=1, what="the DLQ record in Prometheus")
+            # One undecodable record (DLQ) and one tombstone (skipped).
+            produce(kafka_bootstrap, pipeline.topic("ticker_24h"), [(None, b"not a change event"), (None, None)])
+            wait_until(lambda: values(prometheus, f'sum(cdc_events_dlq_total{{instance="{instance}"}})') and
+                       values(prometheus, f'sum(cdc_events_skipped_total{{instance="{instance}"}})'),
+                       timeout=60, interval=1, what="the DLQ record and the skipped tombstone in Prometheus")
             proxy.cut()  # Cassandra goes away for this consumer only: it pauses and retries
             wait_until(lambda: values(prometheus, f'sum(cdc_write_retries_total{{instance="{instance}"}})'),
                        timeout=120, interval=1, what="write retries in Prometheus")
-            proxy.start()
+            # The driver's reconnect attempts can hold the proxy's (ephemeral-range) port for a moment.
+            wait_until(proxy.start, timeout=60, interval=0.5, what="the Cassandra proxy to listen again")
 
             def empty_queries() -> list[str]:
                 return [f"{name} / {title}: {expr}" for name, title, expr in queries
@@ -208,3 +216,15 @@ def assert_contract_series(prometheus: str, pipeline: Pipeline) -> None:
     assert len(query(prometheus, 'cdc_poller_failures_total{job="cdc-poll"}')) >= 1
     assert values(prometheus, f'cdc_replication_slot_active{{slot="{connector}"}}') == [1.0]
     assert values(prometheus, f'cdc_replication_slot_retained_wal_bytes{{slot="{connector}"}}')[0] >= 0
+
+
+def test_the_stack_lists_prometheus_and_alertmanager_as_ready(prometheus, alertmanager):
+    from tests.e2e.pipeline import STACK
+
+    result = subprocess.run([STACK, "status", "prometheus", "alertmanager"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()}
+    assert lines["prometheus"][-1] == "ready" and lines["alertmanager"][-1] == "ready"
+    assert lines["prometheus"][3] == f"port={prometheus.rsplit(':', 1)[1]}"
+    assert lines["alertmanager"][3] == f"port={alertmanager.rsplit(':', 1)[1]}"
