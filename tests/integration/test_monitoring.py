@@ -23,6 +23,7 @@ from ingest.sim import SimServer
 from tests.e2e.pipeline import Pipeline
 from tests.integration.consume_support import produce
 from tests.integration.monitoring_support import (
+    active_alerts,
     alertmanager_url,
     dashboard_queries,
     evaluation_interval,
@@ -66,8 +67,6 @@ def consume_args(port: int, keyspace: str, group: str, topics: str) -> list[str]
 
 def test_consumer_down_alert_is_active_in_alertmanager_within_its_budget_and_resolves(
         prometheus, alertmanager, kafka_bootstrap, cassandra_session, tmp_path):
-    from tests.integration.monitoring_support import active_alerts
-
     cassandra_session.cluster.profile_manager.default.request_timeout = SCHEMA_TIMEOUT_S
     keyspace = cassandra_session.keyspace
     schema.apply_cql(cassandra_session, keyspace)
@@ -177,13 +176,11 @@ def test_every_dashboard_query_returns_series_from_the_running_pipeline(
                 return [f"{name} / {title}: {expr}" for name, title, expr in queries
                         if not query(prometheus, expand_macros(expr))]
 
-            missing: list[str] = []
             try:
-                wait_until(lambda: not (missing := empty_queries()) or missing.clear(), timeout=120, interval=2,
+                wait_until(lambda: not empty_queries(), timeout=120, interval=2,
                            what="every dashboard query to return series")
             except AssertionError:
-                missing = empty_queries()
-                raise AssertionError("dashboard queries without series:\n" + "\n".join(missing)) from None
+                raise AssertionError("dashboard queries without series:\n" + "\n".join(empty_queries())) from None
             assert_contract_series(prometheus, pipeline)
     finally:
         proxy.cut()

@@ -178,8 +178,8 @@ def test_every_long_running_service_restarts(compose):
     assert missing_restart_policies(compose) == []
 
 
-def test_the_one_shot_jobs_are_init_and_register_connector(compose):
-    assert one_shot_services(compose) == {"init", "register-connector"}
+def test_the_one_shot_jobs_are_init_register_connector_and_the_jmx_agent_download(compose):
+    assert one_shot_services(compose) == {"init", "register-connector", "jmx-agent"}
 
 
 def test_every_dependency_waits_for_health(compose):
@@ -372,3 +372,24 @@ def test_alertmanager_reads_the_shared_config_and_gossips_with_no_one(compose):
         "alertmanagers"] for sd in c["file_sd_configs"] for f in sd["files"]]
     targets = [t for f in am_files for group in json.loads((PROMETHEUS_DIR / f).read_text()) for t in group["targets"]]
     assert targets == ["alertmanager:9093"]
+
+
+def test_the_java_services_load_the_jmx_agent_with_the_shared_rules_and_prometheus_scrapes_them(compose):
+    services = _services(compose)
+    pom = (COMPOSE_DIR / "native" / "jmx-exporter" / "pom.xml").read_text()
+    version = re.search(r"<artifactId>jmx_prometheus_javaagent</artifactId><version>([^<]+)</version>", pom).group(1)
+    scrape = {job["job_name"]: job for job in yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    for name, variable in (("kafka", "KAFKA_OPTS"), ("connect", "KAFKA_OPTS"), ("cassandra", "JVM_EXTRA_OPTS")):
+        service = services[name]
+        agent = re.fullmatch(r"-javaagent:(\S+)=(\d+):(\S+)", _environment(service)[variable])
+        assert agent, f"{name}: {variable}"
+        jar, port, rules = agent.groups()
+        assert jar.endswith(f"jmx_prometheus_javaagent-{version}.jar")
+        mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+        assert mounts["/etc/jmx"] == "./jmx" and (COMPOSE_DIR / "jmx" / rules.rsplit("/", 1)[1]).exists()
+        assert mounts[jar.rsplit("/", 1)[0]] == "jmx-agent"
+        files = [f for c in scrape[name]["file_sd_configs"] for f in c["files"]]
+        targets = [t for f in files for group in json.loads((PROMETHEUS_DIR / f).read_text()) for t in group["targets"]]
+        assert targets == [f"{name}:{port}"]
+    assert version in " ".join(services["jmx-agent"]["command"])
