@@ -4,7 +4,7 @@ PromQL query of the Grafana dashboards returns series.
 
 Prometheus finds the cdc processes of a test through a file_sd target file the test writes (and removes).
 Alert latencies are printed (run with -s) and bounded by the configured intervals: an alert must be active
-in Alertmanager within its `for` period + the scrape interval + the rule evaluation interval (+1 s for the
+in Alertmanager within its `for` period + the scrape interval + the rule evaluation interval (+2 s for the
 notification), the latest moment the rules can see the change and hold it for `for`.
 """
 
@@ -45,7 +45,7 @@ from tests.support import unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 
-NOTIFY_SLACK_S = 1.0
+NOTIFY_SLACK_S = 2.0  # Prometheus -> Alertmanager, and a busy machine
 # Creating and dropping the test keyspace's tables can outlast the driver's 10 s on a busy machine.
 SCHEMA_TIMEOUT_S = 60
 
@@ -225,3 +225,16 @@ def test_the_stack_lists_prometheus_and_alertmanager_as_ready(prometheus, alertm
     assert lines["prometheus"][-1] == "ready" and lines["alertmanager"][-1] == "ready"
     assert lines["prometheus"][3] == f"port={prometheus.rsplit(':', 1)[1]}"
     assert lines["alertmanager"][3] == f"port={alertmanager.rsplit(':', 1)[1]}"
+
+
+def test_stack_up_of_a_running_prometheus_reloads_its_configuration(prometheus):
+    from tests.e2e.pipeline import STACK
+
+    def last_reload() -> float:
+        return values(prometheus, "prometheus_config_last_reload_success_timestamp_seconds")[0]
+
+    before = last_reload()
+    result = subprocess.run([STACK, "up", "prometheus"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_until(lambda: last_reload() > before, timeout=30, what="Prometheus to reload its configuration")
+    assert values(prometheus, "prometheus_config_last_reload_successful") == [1.0]
