@@ -23,6 +23,7 @@ DEFAULT_PORTS = {
     "CDC_CONNECT_PORT": 8083,
     "CDC_REGISTRY_PORT": 8081,
     "CDC_CASSANDRA_PORT": 9042,
+    "CDC_PROMETHEUS_PORT": 9090,
 }
 
 
@@ -81,6 +82,7 @@ class Settings:
     schema_registry_url: str
     cassandra: CassandraSettings
     registry_api_url: str = ""
+    prometheus_url: str = "http://127.0.0.1:9090"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,4 +106,6 @@ class Settings:
                 keyspace=env.get("CDC_CASSANDRA_KEYSPACE", "market"),
                 protocol_version=_protocol_version(env),
             ),
+            prometheus_url=env.get("CDC_PROMETHEUS_URL")
+            or f"http://127.0.0.1:{_port(env, 'CDC_PROMETHEUS_PORT')}",
         )

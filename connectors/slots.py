@@ -9,12 +9,12 @@ import psycopg
 
 # WAL between the server's current position and what the slot's consumer has confirmed: what the slot
 # forces PostgreSQL to keep. restart_lsn stands in while nothing has been confirmed yet.
-_SLOT_QUERY = """
+_SLOTS_QUERY = """
 SELECT slot_name, plugin, database, active, active_pid, wal_status,
        pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(confirmed_flush_lsn, restart_lsn))::bigint
   FROM pg_replication_slots
- WHERE slot_name = %s
 """
+_SLOT_QUERY = _SLOTS_QUERY + " WHERE slot_name = %s"
 
 
 class SlotBusy(RuntimeError):
@@ -36,6 +36,11 @@ def slot_state(conn: psycopg.Connection, name: str) -> SlotState | None:
     """The slot's state, or None when no slot has that name."""
     row = conn.execute(_SLOT_QUERY, (name,)).fetchone()
     return SlotState(*row) if row else None
+
+
+def all_slot_states(conn: psycopg.Connection) -> list[SlotState]:
+    """Every replication slot of the server, by name."""
+    return sorted((SlotState(*row) for row in conn.execute(_SLOTS_QUERY)), key=lambda state: state.name)
 
 
 def drop_slot(conn: psycopg.Connection, name: str, *, timeout: float = 30.0) -> bool:

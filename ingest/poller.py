@@ -130,8 +130,9 @@ class CycleReport:
 class Poller:
     def __init__(self, config: PollConfig, client: BinanceClient, store: Store, *,
                  stop: threading.Event | None = None, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(UTC)):
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC), metrics=None):
         self.config = config
+        self.metrics = metrics  # ingest.metrics.PollerMetrics or None
         self.client = client
         self.store = store
         self.stop = stop or threading.Event()
@@ -184,6 +185,8 @@ class Poller:
         for problem in report.problems:
             log.warning("cycle %d: %s", report.number, problem)
         log.info(report.summary())
+        if self.metrics is not None:
+            self.metrics.observe_cycle(report)
         return report
 
     # -- fetching -----------------------------------------------------------------------------------------

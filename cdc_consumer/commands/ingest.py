@@ -93,8 +93,10 @@ def stop_on_signals() -> threading.Event:
               help="Binance REST base URL (e.g. the simulator's http://127.0.0.1:8099).")
 @click.option("--write-method", type=click.Choice(["copy", "unnest", "executemany"]), default="copy",
               show_default=True, help="How rows are batched into PostgreSQL (see bench/bench_poller.py).")
+@click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.")
 def poll(symbols, interval, kline_intervals, depth, trades, backfill, weight_budget, once, pg_dsn, base_url,
-         write_method) -> None:
+         write_method, metrics_port) -> None:
     """Poll Binance market data into PostgreSQL; only real changes are written. SIGTERM/Ctrl-C exits 0."""
     from ingest.binance import BinanceClient, ClientConfig
     from ingest.poller import PollConfig, Poller, stop_aware_sleep
@@ -105,19 +107,36 @@ def poll(symbols, interval, kline_intervals, depth, trades, backfill, weight_bud
         client_config = ClientConfig(base_url=base_url.rstrip("/"), weight_budget=weight_budget)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    metrics = serve_poller_metrics(metrics_port)
     stop = stop_on_signals()
     sleep = stop_aware_sleep(stop)
     client = BinanceClient(client_config, sleep=sleep)
+    if metrics is not None:
+        client.session.hooks["response"].append(metrics.observe_response)
     store = Store(PostgresSettings(pg_dsn, settings().postgres.password), method=write_method, sleep=sleep)
     log.info("polling %d symbol(s) from %s every %.1f s (klines %s, depth %d, trades %d, budget %d/min)",
              len(symbols), client_config.base_url, interval, ",".join(kline_intervals) or "none", depth, trades,
              weight_budget)
     try:
-        status = Poller(config, client, store, stop=stop).run(once=once)
+        status = Poller(config, client, store, stop=stop, metrics=metrics).run(once=once)
     finally:
         client.close()
         store.close()
     sys.exit(status)
+
+
+def serve_poller_metrics(port: int | None):
+    """The poller's metrics served on 127.0.0.1:port, or None without a port; a taken port is a usage error."""
+    if port is None:
+        return None
+    from ingest.metrics import PollerMetrics
+
+    metrics = PollerMetrics()
+    try:
+        metrics.serve(port)
+    except OSError as exc:
+        raise click.UsageError(f"--metrics-port {port}: {exc.strerror or exc}") from exc
+    return metrics
 
 
 def loopback_host(ctx, param, value: str) -> str:

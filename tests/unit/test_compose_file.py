@@ -10,6 +10,7 @@ problems) and against a deliberately bad document (the problem is named), so eve
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -25,11 +26,11 @@ ENV_EXAMPLE = ROOT / ".env.example"
 
 COMPOSE_DIR = COMPOSE_FILE.parent
 DOCKERFILE = ROOT / "Dockerfile"
-PROMETHEUS_FILE = COMPOSE_DIR / "prometheus.yml"
+PROMETHEUS_DIR = COMPOSE_DIR / "prometheus"
 GRAFANA_DATASOURCES = ROOT / "grafana" / "provisioning" / "datasources" / "datasources.yaml"
 GRAFANA_PROVIDERS = ROOT / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
 
-EXPECTED_SERVICES = {"postgres", "kafka", "connect", "registry", "cassandra", "grafana"}
+EXPECTED_SERVICES = {"postgres", "kafka", "connect", "registry", "cassandra", "grafana", "alertmanager"}
 PIPELINE_SERVICES = {"init", "register-connector", "binance-sim", "poll", "consume", "prometheus"}
 PROJECT_SERVICES = PIPELINE_SERVICES - {"prometheus"}
 LONG_RUNNING_RESTARTS = {"always", "unless-stopped", "on-failure"}
@@ -177,8 +178,6 @@ def test_every_long_running_service_restarts(compose):
     assert missing_restart_policies(compose) == []
 
 
-def test_the_one_shot_jobs_are_init_register_connector_and_connect_plugins(compose):
-    assert one_shot_services(compose) == {"init", "register-connector", "connect-plugins"}
 
 
 def test_registry_and_converter_are_the_native_stacks_release_and_pom(compose):
@@ -194,6 +193,8 @@ def test_registry_and_converter_are_the_native_stacks_release_and_pom(compose):
     assert any((COMPOSE_DIR / m.split(":")[0]).resolve() == pom for m in mounts)
     plugin_volume = next(m.split(":")[0] for m in mounts if m.endswith(":/plugins"))
     assert f"{plugin_volume}:/kafka/connect/apicurio-converter" in services["connect"]["volumes"]
+def test_the_one_shot_jobs_are_init_register_connector_connect_plugins_and_the_jmx_agent_download(compose):
+    assert one_shot_services(compose) == {"init", "register-connector", "connect-plugins", "jmx-agent"}
 
 
 def test_every_dependency_waits_for_health(compose):
@@ -260,8 +261,14 @@ def test_prometheus_scrapes_the_consumer_metrics_port(compose):
     services = _services(compose)
     consume = services["consume"]["command"]
     port = consume[consume.index("--metrics-port") + 1]
-    scrape = yaml.safe_load(PROMETHEUS_FILE.read_text())["scrape_configs"]
-    assert [t for job in scrape for c in job["static_configs"] for t in c["targets"]] == [f"127.0.0.1:{port}"]
+    # prometheus.yml is shared with the native stack; this stack's targets are the files of targets/.
+    scrape = {job["job_name"]: job for job in yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    consume_files = [f for c in scrape["cdc-consume"]["file_sd_configs"] for f in c["files"]]
+    targets = [t for pattern in consume_files for path in sorted(PROMETHEUS_DIR.glob(pattern))
+               for group in json.loads(path.read_text()) for t in group["targets"]]
+    assert targets == [f"127.0.0.1:{port}"]
+    assert "./prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
     # `cdc consume` serves on loopback: Prometheus shares its network namespace, Grafana calls consume:9090.
     assert services["prometheus"]["network_mode"] == "service:consume"
     assert "--web.listen-address=:9090" in services["prometheus"]["command"]
@@ -368,3 +375,36 @@ def test_env_example_rules_name_missing_and_filled_entries():
     env = "# API_TOKEN=\nDB_PASSWORD=\nGRAFANA_PASSWORD=s3cret\n"
     assert variables_missing_from_env_example(BAD_COMPOSE + "x: $${ESCAPED}", env) == ["API_TOKEN"]
     assert secrets_with_values_in_env_example(env) == ["GRAFANA_PASSWORD"]
+
+
+def test_alertmanager_reads_the_shared_config_and_gossips_with_no_one(compose):
+    services = _services(compose)
+    alertmanager = services["alertmanager"]
+    assert "./alertmanager:/etc/alertmanager:ro" in alertmanager["volumes"]
+    assert "--config.file=/etc/alertmanager/alertmanager.yml" in alertmanager["command"]
+    assert "--cluster.listen-address=" in alertmanager["command"]
+    am_files = [f for c in yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())["alerting"][
+        "alertmanagers"] for sd in c["file_sd_configs"] for f in sd["files"]]
+    targets = [t for f in am_files for group in json.loads((PROMETHEUS_DIR / f).read_text()) for t in group["targets"]]
+    assert targets == ["alertmanager:9093"]
+
+
+def test_the_java_services_load_the_jmx_agent_with_the_shared_rules_and_prometheus_scrapes_them(compose):
+    services = _services(compose)
+    pom = (COMPOSE_DIR / "native" / "jmx-exporter" / "pom.xml").read_text()
+    version = re.search(r"<artifactId>jmx_prometheus_javaagent</artifactId><version>([^<]+)</version>", pom).group(1)
+    scrape = {job["job_name"]: job for job in yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())[
+        "scrape_configs"]}
+    for name, variable in (("kafka", "KAFKA_OPTS"), ("connect", "KAFKA_OPTS"), ("cassandra", "JVM_EXTRA_OPTS")):
+        service = services[name]
+        agent = re.fullmatch(r"-javaagent:(\S+)=(\d+):(\S+)", _environment(service)[variable])
+        assert agent, f"{name}: {variable}"
+        jar, port, rules = agent.groups()
+        assert jar.endswith(f"jmx_prometheus_javaagent-{version}.jar")
+        mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in service["volumes"]}
+        assert mounts["/etc/jmx"] == "./jmx" and (COMPOSE_DIR / "jmx" / rules.rsplit("/", 1)[1]).exists()
+        assert mounts[jar.rsplit("/", 1)[0]] == "jmx-agent"
+        files = [f for c in scrape[name]["file_sd_configs"] for f in c["files"]]
+        targets = [t for f in files for group in json.loads((PROMETHEUS_DIR / f).read_text()) for t in group["targets"]]
+        assert targets == [f"{name}:{port}"]
+    assert version in " ".join(services["jmx-agent"]["command"])
