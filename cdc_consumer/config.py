@@ -1,7 +1,8 @@
 """Typed settings for every edge of the pipeline, read from `CDC_*` environment variables.
 
 Defaults point at the local native stack (`compose/native/stack`), whose ports can be moved with
-`CDC_PG_PORT`, `CDC_KAFKA_PORT`, `CDC_CONNECT_PORT`, `CDC_REGISTRY_PORT`, `CDC_CASSANDRA_PORT`; a full
+`CDC_PG_PORT`, `CDC_KAFKA_PORT`, `CDC_CONNECT_PORT`, `CDC_REGISTRY_PORT`, `CDC_CASSANDRA_PORT`,
+`CDC_ALERTMANAGER_PORT`; a full
 URL/DSN variable wins over the port variable. Credentials live apart from behaviour: the PostgreSQL
 password is only ever read from `CDC_PG_PASSWORD` (or the DSN) and is never printed.
 """
@@ -18,6 +19,7 @@ DEFAULT_PORTS = {
     "CDC_CONNECT_PORT": 8083,
     "CDC_REGISTRY_PORT": 8081,
     "CDC_CASSANDRA_PORT": 9042,
+    "CDC_ALERTMANAGER_PORT": 9095,
 }
 
 
@@ -67,6 +69,7 @@ class Settings:
     connect_url: str
     schema_registry_url: str
     cassandra: CassandraSettings
+    alertmanager_url: str = "http://127.0.0.1:9095"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -88,4 +91,6 @@ class Settings:
                 keyspace=env.get("CDC_CASSANDRA_KEYSPACE", "market"),
                 protocol_version=_protocol_version(env),
             ),
+            alertmanager_url=env.get("CDC_ALERTMANAGER_URL")
+            or f"http://127.0.0.1:{_port(env, 'CDC_ALERTMANAGER_PORT')}",
         )

@@ -38,3 +38,10 @@ def test_cassandra_protocol_defaults_to_v4_and_is_configurable():
 def test_an_unknown_cassandra_protocol_names_the_variable():
     with pytest.raises(ValueError, match="CDC_CASSANDRA_PROTOCOL_VERSION='6'"):
         Settings.from_env({"CDC_CASSANDRA_PROTOCOL_VERSION": "6"})
+
+
+def test_alertmanager_url_follows_its_port_unless_given():
+    assert Settings.from_env({}).alertmanager_url == "http://127.0.0.1:9095"
+    assert Settings.from_env({"CDC_ALERTMANAGER_PORT": "14095"}).alertmanager_url == "http://127.0.0.1:14095"
+    assert Settings.from_env({"CDC_ALERTMANAGER_PORT": "14095", "CDC_ALERTMANAGER_URL": "http://am:9093"}
+                             ).alertmanager_url == "http://am:9093"
