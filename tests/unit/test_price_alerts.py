@@ -6,7 +6,9 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from cdc_consumer.cli import main
 from cdc_consumer.price_alerts import (
     PriceMoveEngine,
     Rule,
@@ -182,3 +184,14 @@ def test_expire_drops_alerts_alertmanager_resolved_itself():
     assert len(engine.active) == 1
     engine.expire(NOW + 40_000)
     assert engine.active == {}
+
+
+def test_bad_rules_file_is_a_usage_error_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rules:\n  - {name: x, symbols: [BTC*], window: 5 minutes, threshold_percent: 5}\n")
+    result = CliRunner().invoke(main, ["alerts", "--rules", str(bad)])
+    assert result.exit_code == 2
+    assert "rule 1: x: '5 minutes' is not a duration" in result.output
+    assert "Traceback" not in result.output
+    ok = CliRunner().invoke(main, ["alerts", "--rules", str(REPO / "compose" / "alerts" / "price-rules.yml"), "--check"])
+    assert ok.exit_code == 0 and "majors-5m-2pct: BTCUSDT,ETHUSDT either >= 2% within 300s" in ok.output
