@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Context, Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, InvalidOperation
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -315,11 +315,24 @@ def alert_labels(rule: Rule, symbol: str, direction: str) -> tuple[tuple[str, st
                          ("direction", direction), SOURCE_LABEL, *rule.labels)))
 
 
-@dataclass
-class _SymbolPlan:
-    """The windows of one symbol, each with the rules that use it (rules matched once per symbol)."""
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One rule and direction applied to one symbol, prepared once: its alert key and comparison factor.
 
-    windows: list[tuple[Window, tuple[Rule, ...]]] = field(default_factory=list)
+    A move up holds when `newest * 100 >= low * (100 + threshold)`, down when
+    `newest * 100 <= high * (100 - threshold)`: products only, computed in a 60-digit context, so exact.
+    """
+
+    rule: Rule
+    key: tuple[tuple[str, str], ...]
+    factor: Decimal
+
+
+def _checks(rules: list[Rule], symbol: str) -> tuple[tuple[_Check, ...], tuple[_Check, ...]]:
+    """The up and down checks of rules sharing a window, easiest threshold first."""
+    ups = [_Check(r, alert_labels(r, symbol, "up"), 100 + r.threshold) for r in rules if r.direction != "down"]
+    downs = [_Check(r, alert_labels(r, symbol, "down"), 100 - r.threshold) for r in rules if r.direction != "up"]
+    return (tuple(sorted(ups, key=lambda c: c.rule.threshold)), tuple(sorted(downs, key=lambda c: c.rule.threshold)))
 
 
 class PriceMoveEngine:
@@ -336,8 +349,10 @@ class PriceMoveEngine:
         self.resend_ms = resend_ms
         self.hold_ms = hold_ms if hold_ms is not None else 4 * resend_ms
         self.max_window_ms = max((rule.window_ms for rule in self.rules), default=0)
-        self.plans: dict[str, _SymbolPlan] = {}
+        # symbol -> its windows (one per distinct window length), each with the up and down checks reading it
+        self.plans: dict[str, list[tuple[Window, tuple[_Check, ...], tuple[_Check, ...]]]] = {}
         self.active: dict[tuple[tuple[str, str], ...], ActiveAlert] = {}
+        self.active_per_symbol: Counter[str] = Counter()
 
     def reset(self) -> None:
         """Forget every window (before a replay); active alerts are kept so nothing re-fires."""
@@ -347,69 +362,80 @@ class PriceMoveEngine:
         """An alert Alertmanager already holds as active: refresh it later instead of firing it again."""
         key = tuple(sorted(labels.items()))
         if key not in self.active:
-            self.active[key] = ActiveAlert(starts_at_ms, now_ms, ends_at_ms)
+            self._activate(key, ActiveAlert(starts_at_ms, now_ms, ends_at_ms))
 
-    def _plan(self, symbol: str) -> _SymbolPlan:
+    def _plan(self, symbol: str) -> list[tuple[Window, tuple[_Check, ...], tuple[_Check, ...]]]:
         plan = self.plans.get(symbol)
         if plan is None:
             by_window: dict[int, list[Rule]] = {}
             for rule in self.rules:
                 if rule.matches(symbol):
                     by_window.setdefault(rule.window_ms, []).append(rule)
-            plan = self.plans[symbol] = _SymbolPlan([(Window(ms), tuple(rules)) for ms, rules in by_window.items()])
+            plan = self.plans[symbol] = [(Window(ms), *_checks(rules, symbol)) for ms, rules in by_window.items()]
         return plan
 
     def observe(self, symbol: str, time_ms: int, price: Decimal, quote_volume: Decimal | None,
                 now_ms: int) -> list[AlertUpdate]:
         updates: list[AlertUpdate] = []
-        for window, rules in self._plan(symbol).windows:
+        active_here = self.active_per_symbol[symbol] > 0
+        for window, ups, downs in self._plan(symbol):
             window.add(time_ms, price)
-            for rule in rules:
-                self._evaluate(rule, symbol, window, quote_volume, now_ms, updates)
+            newest_ms, newest = window.points[-1]
+            low, high = window.lows[0][1], window.highs[0][1]
+            scaled = _EXACT.multiply(newest, 100)
+            # Checks are sorted from the easiest threshold: once one fails, the stricter ones fail too, so
+            # a quiet symbol costs two multiplications per window, whatever the number of rules. Checks with
+            # an active alert are always visited, so they can be resolved.
+            for checks, reference, holds_at in ((ups, low, scaled.__ge__), (downs, high, scaled.__le__)):
+                failed = False
+                for check in checks:
+                    key = check.key
+                    if failed and key not in self.active:
+                        continue
+                    minimum = check.rule.min_quote_volume
+                    eligible = minimum is None or (quote_volume is not None and quote_volume >= minimum)
+                    holds = not failed and eligible and holds_at(_EXACT.multiply(reference, check.factor))
+                    failed = failed or (eligible and not holds)
+                    if holds or key in self.active:
+                        self._transition(check, holds, reference, newest, newest_ms, now_ms, updates)
+                    if failed and not active_here:
+                        break
         return updates
 
-    def _evaluate(self, rule: Rule, symbol: str, window: Window, quote_volume: Decimal | None, now_ms: int,
-                  updates: list[AlertUpdate]) -> None:
-        newest_ms, newest = window.newest
-        low, high = window.low, window.high
-        eligible = rule.min_quote_volume is None or (quote_volume is not None and quote_volume >= rule.min_quote_volume)
-        with localcontext(_EXACT):
-            up = eligible and rule.direction != "down" and (newest - low) * 100 >= low * rule.threshold
-            down = eligible and rule.direction != "up" and (high - newest) * 100 >= high * rule.threshold
-        for direction, holds, reference in (("up", up, low), ("down", down, high)):
-            if rule.direction not in (direction, "either"):
-                continue
-            key = alert_labels(rule, symbol, direction)
-            active = self.active.get(key)
-            if holds:
-                update = self._hold(key, active, newest_ms, now_ms, rule, reference, newest)
-            elif active is not None:
-                del self.active[key]
-                update = AlertUpdate("resolved", key, (), active.starts_at_ms, now_ms)
-            else:
-                update = None
-            if update is not None:
-                updates.append(update)
-
-    def _hold(self, key, active: ActiveAlert | None, newest_ms: int, now_ms: int, rule: Rule, reference: Decimal,
-              newest: Decimal) -> AlertUpdate | None:
+    def _transition(self, check: _Check, holds: bool, reference: Decimal, newest: Decimal, newest_ms: int,
+                    now_ms: int, updates: list[AlertUpdate]) -> None:
+        key = check.key
+        active = self.active.get(key)
+        if not holds:
+            self._deactivate(key)
+            updates.append(AlertUpdate("resolved", key, (), active.starts_at_ms, now_ms))
+            return
         if active is not None and now_ms - active.sent_at_ms < self.resend_ms:
-            return None
-        state = "refresh" if active is not None else "firing"
+            return
         starts_at_ms = active.starts_at_ms if active is not None else newest_ms
-        ends_at_ms = now_ms + self.hold_ms
-        self.active[key] = ActiveAlert(starts_at_ms, now_ms, ends_at_ms)
-        with localcontext(_EXACT):
-            change = ((newest - reference) * 100 / reference).quantize(_PERCENT_SHOWN)
+        self._activate(key, ActiveAlert(starts_at_ms, now_ms, now_ms + self.hold_ms))
+        window = _window_text(check.rule.window_ms)
+        change = _EXACT.quantize(_EXACT.divide(_EXACT.multiply(_EXACT.subtract(newest, reference), 100), reference),
+                                 _PERCENT_SHOWN)
         annotations = (("change_percent", str(change)), ("from_price", str(reference)), ("to_price", str(newest)),
-                       ("threshold_percent", str(rule.threshold)), ("window", _window_text(rule.window_ms)),
-                       ("summary", f"{dict(key)['symbol']} moved {change}% within {_window_text(rule.window_ms)}"))
-        return AlertUpdate(state, key, annotations, starts_at_ms, ends_at_ms)
+                       ("threshold_percent", str(check.rule.threshold)), ("window", window),
+                       ("summary", f"{dict(key)['symbol']} moved {change}% within {window}"))
+        updates.append(AlertUpdate("refresh" if active is not None else "firing", key, annotations, starts_at_ms,
+                                   now_ms + self.hold_ms))
 
     def expire(self, now_ms: int) -> None:
         """Drop alerts whose endsAt passed without a refresh (Alertmanager has resolved them itself)."""
         for key in [key for key, alert in self.active.items() if alert.ends_at_ms <= now_ms]:
-            del self.active[key]
+            self._deactivate(key)
+
+    def _activate(self, key, alert: ActiveAlert) -> None:
+        if key not in self.active:
+            self.active_per_symbol[dict(key)["symbol"]] += 1
+        self.active[key] = alert
+
+    def _deactivate(self, key) -> None:
+        del self.active[key]
+        self.active_per_symbol[dict(key)["symbol"]] -= 1
 
 
 def _window_text(window_ms: int) -> str:

@@ -158,7 +158,7 @@ def test_rules_sharing_a_window_and_custom_labels():
              rule("crit", threshold="3", labels=(("severity", "critical"),))]
     engine = PriceMoveEngine(rules)
     engine.observe("BTCUSDT", NOW, Decimal("100"), None, NOW)
-    assert len(engine.plans["BTCUSDT"].windows) == 1
+    assert len(engine.plans["BTCUSDT"]) == 1
     fired = engine.observe("BTCUSDT", NOW + 1, Decimal("102"), None, NOW)
     assert [(dict(u.labels)["rule"], dict(u.labels)["severity"]) for u in fired] == [("warn", "warning")]
     fired = engine.observe("BTCUSDT", NOW + 2, Decimal("103"), None, NOW + 1)
