@@ -67,3 +67,11 @@ class AlertsProcess:
 
 def _raise(log: str) -> bool:
     raise AssertionError(f"cdc alerts exited:\n{log[-2000:]}")
+
+
+def all_committed(bootstrap: str, group: str, topic: str) -> bool:
+    """The group committed the end of every partition that holds records (empty ones have no commit)."""
+    from tests.integration.consume_support import committed_offsets, high_watermarks
+
+    committed = committed_offsets(bootstrap, group, topic)
+    return all(end == 0 or committed[p] == end for p, end in high_watermarks(bootstrap, topic).items())
