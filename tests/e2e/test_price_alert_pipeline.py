@@ -21,7 +21,7 @@ from cdc_consumer import schema
 from cdc_consumer.decoder import Decoder
 from ingest.sim import SimControl
 from tests.e2e.pipeline import CDC, Pipeline
-from tests.integration.alerts_support import AlertsProcess, active_alerts, all_committed, require_alertmanager
+from tests.integration.alerts_support import AlertsProcess, active_alerts, require_alertmanager, wait_all_committed
 from tests.integration.consume_support import high_watermarks, read_all
 from tests.support import unique_name, wait_until
 
@@ -101,8 +101,7 @@ def test_six_percent_move_alerts_within_five_seconds_of_kafka(capture: Pipeline,
 
         # Let the move finish and everything be evaluated: still only BTCUSDT.
         wait_until(lambda: time.time() - moved_at > 25, timeout=40, interval=0.5, what="the move to end")
-        wait_until(lambda: all_committed(kafka_bootstrap, f"{capture.name}-alerts", topic), timeout=60,
-                   what="cdc alerts to commit every ticker change")
+        wait_all_committed(kafka_bootstrap, f"{capture.name}-alerts", topic)
         fired = active_alerts(am_url, rule=rule)
         assert [(a["labels"]["symbol"], a["labels"]["direction"]) for a in fired] == [("BTCUSDT", "up")]
         assert {p["labels"]["symbol"] for p in alerts.pushed()} == {"BTCUSDT"}

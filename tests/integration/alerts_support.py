@@ -47,9 +47,12 @@ class AlertsProcess:
 
     def wait_live(self, timeout: float = 60) -> None:
         """Until every partition was assigned (replay planned), i.e. new records are evaluated live."""
-        wait_until(lambda: self.process.poll() is None and "live from" in self.log_path.read_text()
-                   or (self.process.poll() is not None and _raise(self.log_path.read_text())),
-                   timeout=timeout, what="cdc alerts to join its group")
+        def live() -> bool:
+            if self.process.poll() is not None:
+                raise _Exited(f"cdc alerts exited {self.process.returncode}:\n{self.log_path.read_text()[-2000:]}")
+            return "live from" in self.log_path.read_text()
+
+        wait_until(live, timeout=timeout, what="cdc alerts to join its group")
 
     def pushed(self) -> list[dict]:
         return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
@@ -65,8 +68,8 @@ class AlertsProcess:
         return self.process.returncode
 
 
-def _raise(log: str) -> bool:
-    raise AssertionError(f"cdc alerts exited:\n{log[-2000:]}")
+class _Exited(AssertionError):
+    """cdc alerts ended while a test waited for it."""
 
 
 def all_committed(bootstrap: str, group: str, topic: str) -> bool:
@@ -75,3 +78,8 @@ def all_committed(bootstrap: str, group: str, topic: str) -> bool:
 
     committed = committed_offsets(bootstrap, group, topic)
     return all(end == 0 or committed[p] == end for p, end in high_watermarks(bootstrap, topic).items())
+
+
+def wait_all_committed(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+    wait_until(lambda: all_committed(bootstrap, group, topic), timeout=timeout,
+               what=f"group {group} to commit every record of {topic}")

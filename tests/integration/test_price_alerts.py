@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from bench.envelopes import ticker_changes
-from tests.integration.alerts_support import AlertsProcess, active_alerts, all_committed, require_alertmanager
+from tests.integration.alerts_support import AlertsProcess, active_alerts, require_alertmanager, wait_all_committed
 from tests.integration.consume_support import create_topic, produce
 from tests.support import unique_name, wait_until
 
@@ -53,7 +53,7 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     first.wait_live()
     produce(kafka_bootstrap, kafka_topic, tickers([(moving, "100.00"), (calm, "50.00"), (moving, "103.00"),
                                                    (calm, "51.00")], start, 0))
-    wait_until(lambda: all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic), timeout=30, what="the first run to commit")
+    wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
     assert first.stop() == 0
     assert first.pushed() == []  # +3 % is under the 5 % threshold
 
@@ -69,7 +69,7 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     assert alert["annotations"]["from_price"] == "100.00000000"
     assert alert["startsAt"].startswith((start + timedelta(seconds=11)).strftime("%Y-%m-%dT%H:%M:%S"))
     assert [p["state"] for p in second.pushed()] == ["firing"]
-    wait_until(lambda: all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic), timeout=30, what="the second run to commit")
+    wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
     assert second.stop() == 0
 
     # A third run replays the window (the alert holds again in the replay) and sees it active: no re-fire,
@@ -77,7 +77,7 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     third = AlertsProcess(tmp_path, "third", *args)
     third.wait_live()
     produce(kafka_bootstrap, kafka_topic, tickers([(moving, "106.00")], start, 20))
-    wait_until(lambda: all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic), timeout=30, what="the third run to commit")
+    wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
     assert third.pushed() == []
     [still] = active_alerts(alertmanager_url, rule=rule)
     assert still["startsAt"] == alert["startsAt"]
