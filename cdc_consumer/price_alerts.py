@@ -15,8 +15,9 @@ Alertmanager compares with its own clock.
 from __future__ import annotations
 
 import bisect
+import operator
 import re
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -221,52 +222,45 @@ class Window:
     """Prices of one symbol over the last `window_ms` of event time, with the running low and high.
 
     Records of one symbol arrive in order within a Kafka partition, but Debezium keys ticker rows by
-    (symbol, event_time), so one symbol's rows spread over partitions and may interleave out of order.
-    In-order points keep two monotonic deques (O(1) amortised); a late or repeated point re-sorts.
+    (symbol, event_time), so one symbol's rows spread over partitions and interleave out of order (a
+    replay or catch-up reads partitions in large chunks). `lows`/`highs` hold the suffix minima/maxima
+    (time-ordered, prices strictly increasing/decreasing): an in-order point costs O(1) amortised, a late
+    one a binary search and a list splice, never a rebuild; lists stay small (one window of one symbol).
     """
 
     __slots__ = ("window_ms", "points", "lows", "highs")
 
     def __init__(self, window_ms: int):
         self.window_ms = window_ms
-        self.points: deque[tuple[int, Decimal]] = deque()
-        self.lows: deque[tuple[int, Decimal]] = deque()  # increasing prices
-        self.highs: deque[tuple[int, Decimal]] = deque()  # decreasing prices
+        self.points: list[tuple[int, Decimal]] = []
+        self.lows: list[tuple[int, Decimal]] = []
+        self.highs: list[tuple[int, Decimal]] = []
 
     def add(self, time_ms: int, price: Decimal) -> None:
         points = self.points
-        if points and time_ms <= points[-1][0]:
-            self._insert_late(time_ms, price)
-        else:
+        if not points or time_ms > points[-1][0]:
             points.append((time_ms, price))
-            self._push_extremes(time_ms, price)
-        self._evict(points[-1][0] - self.window_ms)
-
-    def _push_extremes(self, time_ms: int, price: Decimal) -> None:
-        lows, highs = self.lows, self.highs
-        while lows and lows[-1][1] >= price:
-            lows.pop()
-        lows.append((time_ms, price))
-        while highs and highs[-1][1] <= price:
-            highs.pop()
-        highs.append((time_ms, price))
-
-    def _insert_late(self, time_ms: int, price: Decimal) -> None:
-        ordered = list(self.points)
-        index = bisect.bisect_left(ordered, time_ms, key=lambda point: point[0])
-        if index < len(ordered) and ordered[index][0] == time_ms:
-            ordered[index] = (time_ms, price)  # the same row again (replay, update): newest value wins
+            _append_extreme(self.lows, time_ms, price, operator.le)
+            _append_extreme(self.highs, time_ms, price, operator.ge)
         else:
-            ordered.insert(index, (time_ms, price))
-        self.points, self.lows, self.highs = deque(), deque(), deque()
-        for point in ordered:
-            self.points.append(point)
-            self._push_extremes(*point)
+            self._add_late(time_ms, price)
+        oldest_kept = (points[-1][0] - self.window_ms,)
+        for queue in (points, self.lows, self.highs):
+            del queue[:bisect.bisect_left(queue, oldest_kept)]
 
-    def _evict(self, oldest_kept_ms: int) -> None:
-        for queue in (self.points, self.lows, self.highs):
-            while queue and queue[0][0] < oldest_kept_ms:
-                queue.popleft()
+    def _add_late(self, time_ms: int, price: Decimal) -> None:
+        index = bisect.bisect_left(self.points, (time_ms,))
+        if index < len(self.points) and self.points[index][0] == time_ms:
+            # The same row again (an update of it): rare, so rebuild the extremes from the points.
+            self.points[index] = (time_ms, price)
+            self.lows, self.highs = [], []
+            for point_time, point_price in self.points:
+                _append_extreme(self.lows, point_time, point_price, operator.le)
+                _append_extreme(self.highs, point_time, point_price, operator.ge)
+            return
+        self.points.insert(index, (time_ms, price))
+        _insert_extreme(self.lows, time_ms, price, operator.le)
+        _insert_extreme(self.highs, time_ms, price, operator.ge)
 
     @property
     def newest(self) -> tuple[int, Decimal]:
@@ -279,6 +273,24 @@ class Window:
     @property
     def high(self) -> Decimal:
         return self.highs[0][1]
+
+
+def _append_extreme(queue: list, time_ms: int, price: Decimal, covers) -> None:
+    """Append the newest point; drop older ones it covers (a later price as low/high makes them moot)."""
+    while queue and covers(price, queue[-1][1]):
+        queue.pop()
+    queue.append((time_ms, price))
+
+
+def _insert_extreme(queue: list, time_ms: int, price: Decimal, covers) -> None:
+    """Insert a late point unless a later one covers it, and drop the earlier ones it covers."""
+    index = bisect.bisect_left(queue, (time_ms,))
+    if index < len(queue) and covers(queue[index][1], price):
+        return
+    start = index
+    while start > 0 and covers(price, queue[start - 1][1]):
+        start -= 1
+    queue[start:index] = [(time_ms, price)]
 
 
 # -- evaluation ----------------------------------------------------------------------------------------

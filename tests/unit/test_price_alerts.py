@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from cdc_consumer.cli import main
 from cdc_consumer.price_alerts import (
@@ -195,3 +197,16 @@ def test_bad_rules_file_is_a_usage_error_without_traceback(tmp_path):
     assert "Traceback" not in result.output
     ok = CliRunner().invoke(main, ["alerts", "--rules", str(REPO / "compose" / "alerts" / "price-rules.yml"), "--check"])
     assert ok.exit_code == 0 and "majors-5m-2pct: BTCUSDT,ETHUSDT either >= 2% within 300s" in ok.output
+
+
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(1, 9)), min_size=1, max_size=60), st.integers(1, 15))
+def test_window_extremes_match_a_brute_force_scan(points, window_s):
+    """Any arrival order (late points, repeated times): low/high/newest equal a scan of the kept points."""
+    window, seen = Window(window_s * 1000), {}
+    for second, price in points:
+        window.add(second * 1000, Decimal(price))
+        seen[second * 1000] = Decimal(price)
+        newest = max(seen)
+        kept = {t: p for t, p in seen.items() if t >= newest - window_s * 1000}
+        assert window.newest == (newest, kept[newest])
+        assert (window.low, window.high) == (min(kept.values()), max(kept.values()))
