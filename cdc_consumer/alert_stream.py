@@ -34,6 +34,31 @@ log = logging.getLogger(__name__)
 _LIVE_OPS = (Op.CREATE, Op.UPDATE, Op.READ)
 
 
+class AlertMetrics:
+    """Prometheus series of `cdc alerts` (`--metrics-port`), on their own registry."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.records = Counter("cdc_alerts_records", "Ticker change records read, by what was done with them "
+                               "(evaluated, replayed, skipped, undecodable)", ["outcome"], registry=r)
+        self.pushed = Counter("cdc_alerts_pushed", "Alerts accepted by Alertmanager, by state", ["state"], registry=r)
+        self.push_failures = Counter("cdc_alerts_alertmanager_failures", "Alertmanager requests that failed "
+                                     "(retried)", registry=r)
+        self.active = Gauge("cdc_alerts_active", "Price-move alerts currently active", registry=r)
+        self.push_latency = Histogram("cdc_alerts_push_seconds", "Duration of one successful push to "
+                                      "Alertmanager", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+                                      registry=r)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> int:
+        """Expose /metrics on addr:port (0 picks a free port); returns the port."""
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server.server_address[1]
+
+
 @dataclass
 class StreamStats:
     records: int = 0
@@ -59,13 +84,14 @@ class AlertStream:
     def __init__(self, *, bootstrap: str, topic: str, group: str, engine: PriceMoveEngine,
                  alertmanager: AlertmanagerClient, replay_margin_ms: int = 60_000,
                  emit: Callable[[str, AlertUpdate], None] = lambda state, update: None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, metrics: AlertMetrics | None = None):
         self.topic, self.group = topic, group
         self.engine, self.alertmanager = engine, alertmanager
         self.replay_margin_ms = replay_margin_ms
         self.emit, self.clock = emit, clock
         self.decoder = Decoder()
         self.stats = StreamStats()
+        self.metrics = metrics or AlertMetrics()
         self.replay_until: dict[int, int] = {}
         self.bootstrap = bootstrap
         self.consumer = None
@@ -140,14 +166,19 @@ class AlertStream:
             produced = self._evaluate(message, now)
             if replaying:
                 self.stats.replayed += 1
+                self.metrics.records.labels("replayed").inc()
             else:
                 updates.extend(produced)
                 ends[partition] = offset + 1
         self.engine.expire(now)
+        self.metrics.active.set(len(self.engine.active))
         if updates:
+            started = time.perf_counter()
             self._retrying(lambda: self.alertmanager.push([u.to_api() for u in updates]))
+            self.metrics.push_latency.observe(time.perf_counter() - started)
             for update in updates:
                 self.stats.pushed[update.state] += 1
+                self.metrics.pushed.labels(update.state).inc()
                 self.emit(update.state, update)
         if ends:
             self._commit(ends)
@@ -159,13 +190,16 @@ class AlertStream:
                                         message.partition(), message.offset())
         except DecodeError as exc:
             self.stats.undecodable += 1
+            self.metrics.records.labels("undecodable").inc()
             log.warning("%s[%d]@%d not evaluated: undecodable: %s", message.topic(), message.partition(),
                         message.offset(), exc)
             return []
         observation = ticker_observation(event)
         if observation is None:
             self.stats.skipped += 1
+            self.metrics.records.labels("skipped").inc()
             return []
+        self.metrics.records.labels("evaluated").inc()
         return self.engine.observe(*observation, now_ms)
 
     def _commit(self, ends: dict[int, int]) -> None:
@@ -192,6 +226,7 @@ class AlertStream:
             try:
                 return call()
             except AlertmanagerUnavailable as exc:
+                self.metrics.push_failures.inc()
                 if self._stop.is_set():
                     raise  # asked to stop: exit without committing what was not delivered
                 log.warning("%s; retrying in %.1f s", exc, delay)

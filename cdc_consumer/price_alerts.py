@@ -358,6 +358,7 @@ class PriceMoveEngine:
 
     def __init__(self, rules: Iterable[Rule], *, resend_ms: int = 30_000, hold_ms: int | None = None):
         self.rules = tuple(rules)
+        self.rule_names = frozenset(rule.name for rule in self.rules)
         self.resend_ms = resend_ms
         self.hold_ms = hold_ms if hold_ms is not None else 4 * resend_ms
         self.max_window_ms = max((rule.window_ms for rule in self.rules), default=0)
@@ -372,6 +373,8 @@ class PriceMoveEngine:
 
     def adopt(self, labels: Mapping[str, str], starts_at_ms: int, ends_at_ms: int, now_ms: int) -> None:
         """An alert Alertmanager already holds as active: refresh it later instead of firing it again."""
+        if labels.get("rule") not in self.rule_names:
+            return  # another rules file's alert (or a rule since removed): not ours to refresh
         key = tuple(sorted(labels.items()))
         if key not in self.active:
             self._activate(key, ActiveAlert(starts_at_ms, now_ms, ends_at_ms))

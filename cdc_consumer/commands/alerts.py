@@ -24,9 +24,12 @@ log = logging.getLogger("cdc_consumer.alerts")
 @click.option("--replay-margin", default="1m", show_default=True,
               help="On start, replay this much more than the longest window from Kafka.")
 @click.option("--check", is_flag=True, help="Only validate the rules file and print a summary.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (0 picks a free port, logged).")
 @alertmanager_option
 @kafka_option
-def alerts(rules_file, topic, group, resend, replay_margin, check, alertmanager_url, bootstrap) -> None:
+def alerts(rules_file, topic, group, resend, replay_margin, check, metrics_port, alertmanager_url,
+           bootstrap) -> None:
     """Evaluate price-move rules on ticker changes and push alerts to Alertmanager.
 
     Prints one JSON line per alert pushed (state firing, refresh or resolved). SIGTERM/Ctrl-C exits 0
@@ -49,10 +52,23 @@ def alerts(rules_file, topic, group, resend, replay_margin, check, alertmanager_
                        f"within {rule.window_ms // 1000}s")
         return
     sys.exit(_run(rules, PriceMoveEngine(rules, resend_ms=resend_ms), topic=topic, group=group,
-                  url=alertmanager_url, bootstrap=bootstrap, replay_margin_ms=replay_margin_ms))
+                  url=alertmanager_url, bootstrap=bootstrap, replay_margin_ms=replay_margin_ms,
+                  metrics=_metrics(metrics_port)))
 
 
-def _run(rules, engine, *, topic, group, url, bootstrap, replay_margin_ms) -> int:
+def _metrics(port: int | None):
+    from cdc_consumer.alert_stream import AlertMetrics
+
+    metrics = AlertMetrics()
+    if port is not None:
+        try:
+            log.info("metrics on http://127.0.0.1:%d/metrics", metrics.serve(port))
+        except OSError as exc:
+            raise click.ClickException(f"--metrics-port {port}: {exc.strerror or exc}") from exc
+    return metrics
+
+
+def _run(rules, engine, *, topic, group, url, bootstrap, replay_margin_ms, metrics) -> int:
     from confluent_kafka import KafkaException
 
     from cdc_consumer.alert_stream import AlertStream
@@ -62,7 +78,7 @@ def _run(rules, engine, *, topic, group, url, bootstrap, replay_margin_ms) -> in
     stop = stop_on_signals()
     client = AlertmanagerClient(url)
     stream = AlertStream(bootstrap=bootstrap, topic=topic, group=group, engine=engine, alertmanager=client,
-                         replay_margin_ms=replay_margin_ms, emit=_print_update)
+                         replay_margin_ms=replay_margin_ms, emit=_print_update, metrics=metrics)
     log.info("evaluating %d rule(s) on %s (group %s), alerts to %s", len(rules), topic, group, url)
     try:
         stats = stream.run(stop)

@@ -4,10 +4,12 @@ each change processed once. Records are real Debezium ticker envelopes with chos
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import requests
 
 from bench.envelopes import ticker_changes
 from tests.integration.alerts_support import AlertsProcess, active_alerts, require_alertmanager, wait_all_committed
@@ -92,7 +94,7 @@ def test_resolved_when_the_move_falls_back(kafka_bootstrap, kafka_topic, alertma
     create_topic(kafka_bootstrap, kafka_topic, 1)
     process = AlertsProcess(tmp_path, "run", "--rules", rules_file(tmp_path, rule, f"{tag}*"), "--topic", kafka_topic,
                             "--group", f"{kafka_topic}-g", "--bootstrap", kafka_bootstrap,
-                            "--alertmanager-url", alertmanager_url)
+                            "--alertmanager-url", alertmanager_url, "--metrics-port", "0")
     try:
         process.wait_live()
         start = datetime.now(UTC).replace(microsecond=0)
@@ -101,5 +103,10 @@ def test_resolved_when_the_move_falls_back(kafka_bootstrap, kafka_topic, alertma
         produce(kafka_bootstrap, kafka_topic, tickers([(f"{tag}USDT", "20.50")], start, 2))  # +2.5 % from 20
         wait_until(lambda: not active_alerts(alertmanager_url, rule=rule), timeout=30, what="the alert to resolve")
         assert [p["state"] for p in process.pushed()] == ["firing", "resolved"]
+        port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", process.log_path.read_text()).group(1)
+        exposition = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for series in ('cdc_alerts_pushed_total{state="firing"} 1.0', 'cdc_alerts_pushed_total{state="resolved"} 1.0',
+                       'cdc_alerts_records_total{outcome="evaluated"} 3.0', "cdc_alerts_active 0.0"):
+            assert series in exposition
     finally:
         assert process.stop() == 0

@@ -172,6 +172,8 @@ def test_adopted_alert_is_refreshed_not_fired_and_reset_keeps_active():
     labels = {"alertname": "PriceMove", "rule": "r", "symbol": "BTCUSDT", "direction": "up", "source": "cdc-alerts"}
     engine.observe("BTCUSDT", NOW, Decimal("100"), None, NOW)
     engine.adopt(labels, NOW - 5000, NOW + 100_000, NOW - 40_000)
+    engine.adopt({**labels, "rule": "another-file"}, NOW - 5000, NOW + 100_000, NOW - 40_000)  # not adopted
+    assert len(engine.active) == 1
     [update] = engine.observe("BTCUSDT", NOW + 1, Decimal("110"), None, NOW)
     assert (update.state, update.starts_at_ms) == ("refresh", NOW - 5000)
     engine.reset()
