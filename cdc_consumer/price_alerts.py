@@ -244,9 +244,13 @@ class Window:
             _append_extreme(self.highs, time_ms, price, operator.ge)
         else:
             self._add_late(time_ms, price)
-        oldest_kept = (points[-1][0] - self.window_ms,)
+        oldest_kept = points[-1][0] - self.window_ms
         for queue in (points, self.lows, self.highs):
-            del queue[:bisect.bisect_left(queue, oldest_kept)]
+            if queue[0][0] < oldest_kept:  # usually one point leaves per point added: no search for that
+                if len(queue) > 1 and queue[1][0] < oldest_kept:
+                    del queue[:bisect.bisect_left(queue, (oldest_kept,))]
+                else:
+                    del queue[0]
 
     def _add_late(self, time_ms: int, price: Decimal) -> None:
         index = bisect.bisect_left(self.points, (time_ms,))
