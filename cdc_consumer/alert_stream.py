@@ -148,10 +148,18 @@ class AlertStream:
         self._connect()
         try:
             while not stop.is_set():
-                self._step(self.consumer.consume(batch, timeout=0.2))
+                self._step(self._next_batch(batch))
         finally:
             self.consumer.close()
         return self.stats
+
+    def _next_batch(self, size: int) -> list:
+        """Wait (up to 0.2 s) for one record, then take what is already fetched: consume(n, timeout) alone
+        would hold a lone record until n arrive or the timeout passes, adding up to 0.2 s to each alert."""
+        first = self.consumer.poll(0.2)
+        if first is None:
+            return []
+        return [first, *self.consumer.consume(size - 1, timeout=0)]
 
     def _step(self, messages) -> None:
         updates: list[AlertUpdate] = []
@@ -163,10 +171,9 @@ class AlertStream:
                 continue
             partition, offset = message.partition(), message.offset()
             replaying = offset < self.replay_until.get(partition, -1)
-            produced = self._evaluate(message, now)
+            produced = self._evaluate(message, now, "replayed" if replaying else "evaluated")
             if replaying:
                 self.stats.replayed += 1
-                self.metrics.records.labels("replayed").inc()
             else:
                 updates.extend(produced)
                 ends[partition] = offset + 1
@@ -183,7 +190,7 @@ class AlertStream:
         if ends:
             self._commit(ends)
 
-    def _evaluate(self, message, now_ms: int) -> list[AlertUpdate]:
+    def _evaluate(self, message, now_ms: int, outcome: str) -> list[AlertUpdate]:
         self.stats.records += 1
         try:
             event = self.decoder.decode(message.topic(), message.key(), message.value(), message.headers(),
@@ -199,7 +206,7 @@ class AlertStream:
             self.stats.skipped += 1
             self.metrics.records.labels("skipped").inc()
             return []
-        self.metrics.records.labels("evaluated").inc()
+        self.metrics.records.labels(outcome).inc()
         return self.engine.observe(*observation, now_ms)
 
     def _commit(self, ends: dict[int, int]) -> None:
