@@ -12,6 +12,9 @@ already delivered, with the same startsAt (the engine's times are event times). 
 Alertmanager's active `PriceMove` alerts of this source are adopted, so an alert whose window cannot be
 replayed (e.g. Kafka retention) is refreshed rather than fired anew. A group with no committed offset
 replays the window up to the end of each partition and starts live from there.
+
+Run one instance per group: Debezium spreads one symbol's rows over all partitions, so instances sharing
+the group would each hold part of every window.
 """
 
 from __future__ import annotations
