@@ -56,8 +56,8 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     produce(kafka_bootstrap, kafka_topic, tickers([(moving, "100.00"), (calm, "50.00"), (moving, "103.00"),
                                                    (calm, "51.00")], start, 0))
     wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
-    assert first.stop() == 0
-    assert first.pushed() == []  # +3 % is under the 5 % threshold
+    assert first.stop() == 0, first.log_path.read_text()
+    assert first.pushed() == [], first.log_path.read_text()  # +3 % is under the 5 % threshold
 
     # The window began before the restart: 100.00 -> 105.50 is +5.5 % only if the window was rebuilt.
     second = AlertsProcess(tmp_path, "second", *args)
@@ -70,9 +70,9 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     assert alert["annotations"]["change_percent"] == "5.500"
     assert alert["annotations"]["from_price"] == "100.00000000"
     assert alert["startsAt"].startswith((start + timedelta(seconds=11)).strftime("%Y-%m-%dT%H:%M:%S"))
-    assert [p["state"] for p in second.pushed()] == ["firing"]
+    assert [p["state"] for p in second.pushed()] == ["firing"], second.log_path.read_text()
     wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
-    assert second.stop() == 0
+    assert second.stop() == 0, second.log_path.read_text()
 
     # A third run replays the window (the alert holds again in the replay) and sees it active: no re-fire,
     # also not for a new record that keeps the condition true.
@@ -80,11 +80,11 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     third.wait_live()
     produce(kafka_bootstrap, kafka_topic, tickers([(moving, "106.00")], start, 20))
     wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
-    assert third.pushed() == []
+    assert third.pushed() == [], third.log_path.read_text()
     [still] = active_alerts(alertmanager_url, rule=rule)
     assert still["startsAt"] == alert["startsAt"]
-    assert third.stop() == 0
-    assert "stopped: 7 records (6 replayed" in third.log_path.read_text()
+    assert third.stop() == 0, third.log_path.read_text()
+    assert "stopped: 7 records (6 replayed" in third.log_path.read_text(), third.log_path.read_text()
     assert active_alerts(alertmanager_url, rule=rule, symbol=calm) == []
 
 
