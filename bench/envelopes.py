@@ -137,6 +137,12 @@ def ticker_stream(count: int, *, symbols: int = 20, start_ts_us: int | None = No
     return _stream("ticker_24h", ("symbol", "event_time"), rows, start_ts_us)
 
 
+def ticker_changes(rows: list[dict], *, start_ts_us: int | None = None) -> Stream:
+    """ticker_24h creates of the given rows (symbol, event_time, last_price, ...; other columns from the
+    captured envelope)."""
+    return _stream("ticker_24h", ("symbol", "event_time"), rows, start_ts_us)
+
+
 def kline_stream(count: int, *, symbols: int = 20, start_ts_us: int | None = None,
                  start: datetime = datetime(2024, 1, 1, tzinfo=UTC)) -> Stream:
     """`count` 1m kline creates for `symbols` symbols."""

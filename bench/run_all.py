@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_decoder.py", "bench_poller.py", "bench_consumer.py", "bench_e2e.py", "bench_avro.py")
+BENCHMARKS = ("bench_decoder.py", "bench_poller.py", "bench_consumer.py", "bench_e2e.py", "bench_avro.py",
+              "bench_alerts.py")
 
 
 def cpu_model() -> str:

@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "consume": "cdc_consumer.commands.consume:consume",
     "verify": "cdc_consumer.commands.verify:verify",
     "exporter": "cdc_consumer.commands.exporter:exporter",
+    "alerts": "cdc_consumer.commands.alerts:alerts",
 }
 
 

@@ -1,7 +1,8 @@
 """Typed settings for every edge of the pipeline, read from `CDC_*` environment variables.
 
 Defaults point at the local native stack (`compose/native/stack`), whose ports can be moved with
-`CDC_PG_PORT`, `CDC_KAFKA_PORT`, `CDC_CONNECT_PORT`, `CDC_REGISTRY_PORT`, `CDC_CASSANDRA_PORT`; a full
+`CDC_PG_PORT`, `CDC_KAFKA_PORT`, `CDC_CONNECT_PORT`, `CDC_REGISTRY_PORT`, `CDC_CASSANDRA_PORT`,
+`CDC_ALERTMANAGER_PORT`; a full
 URL/DSN variable wins over the port variable. Credentials live apart from behaviour: the PostgreSQL
 password is only ever read from `CDC_PG_PASSWORD` (or the DSN) and is never printed.
 """
@@ -24,6 +25,7 @@ DEFAULT_PORTS = {
     "CDC_REGISTRY_PORT": 8081,
     "CDC_CASSANDRA_PORT": 9042,
     "CDC_PROMETHEUS_PORT": 9090,
+    "CDC_ALERTMANAGER_PORT": 9095,
 }
 
 
@@ -83,6 +85,7 @@ class Settings:
     cassandra: CassandraSettings
     registry_api_url: str = ""
     prometheus_url: str = "http://127.0.0.1:9090"
+    alertmanager_url: str = "http://127.0.0.1:9095"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -108,4 +111,6 @@ class Settings:
             ),
             prometheus_url=env.get("CDC_PROMETHEUS_URL")
             or f"http://127.0.0.1:{_port(env, 'CDC_PROMETHEUS_PORT')}",
+            alertmanager_url=env.get("CDC_ALERTMANAGER_URL")
+            or f"http://127.0.0.1:{_port(env, 'CDC_ALERTMANAGER_PORT')}",
         )

@@ -18,6 +18,7 @@ Control endpoints (tests, demo):
   GET    /__sim/faults   pending faults and unknown symbols
   DELETE /__sim/faults   clear all faults (and unknown symbols)
   POST   /__sim/step     {"steps": 1, "symbols": ["BTCUSDT"]}              advance the market
+  POST   /__sim/moves    {"move": "BTCUSDT:+6%:60s"}                       scripted move (ingest/sim_moves.py)
   GET    /__sim/requests [{"time", "path", "query", "status"}, ...]        recent API requests received
 """
 
@@ -44,6 +45,7 @@ import requests
 
 from ingest.binance import KLINES_WEIGHT, TRADES_WEIGHT, WEIGHT_HEADER, depth_weight, ticker_weight
 from ingest.models import KLINE_INTERVALS, SYMBOL_PATTERN, datetime_to_millis, millis_to_datetime
+from ingest.sim_moves import PriceMove, ScriptedMoves
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +165,7 @@ class SimMarket:
         self.seed = seed
         self.now_ms = now_ms
         self.states = {name: self._new_symbol(name) for name in symbol_names(symbol_count)}
+        self.moves = ScriptedMoves()
         for state in self.states.values():
             self._trade(state, 1)  # every symbol starts with one trade, so ids and stats are defined
 
@@ -180,9 +183,12 @@ class SimMarket:
     def step(self, now_ms: int | None = None, symbols: list[str] | None = None) -> None:
         """Advance the clock (to `now_ms`, else by one second) and let each (or each named) symbol trade."""
         self.now_ms = max(self.now_ms, now_ms if now_ms is not None else self.now_ms + 1000)
+        self.moves.apply(self.states, self.now_ms)
+        moving = self.moves.moving(self.now_ms)
         for name in symbols if symbols is not None else list(self.states):
             state = self.states[name]
-            forced = symbols is not None  # a named symbol always trades, so a test step always changes it
+            # a named or moving symbol always trades, so a test step (or each poll of a move) sees a change
+            forced = symbols is not None or name in moving
             count = state.rng.choices((0, 1, 2, 3, 4), weights=(4, 3, 2, 1, 1))[0]
             self._trade(state, max(count, 1) if forced else count)
 
@@ -343,6 +349,14 @@ class SimState:
             self.faults.clear()
             self.unknown_symbols.clear()
 
+    def add_move(self, spec: str) -> None:
+        """Start a scripted price move (`BTCUSDT:+6%:60s`, see ingest.sim_moves); ValueError if invalid."""
+        move = PriceMove.parse(spec)
+        with self.lock:
+            if move.symbol not in self.market.states:
+                raise ValueError(f"move {spec!r}: unknown symbol {move.symbol}")
+            self.market.moves.add(move, self.market.now_ms)
+
     def take_fault(self, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
@@ -435,6 +449,9 @@ class SimHandler(BaseHTTPRequestHandler):
                 self._send(200, {"ok": True})
             elif path == "/__sim/step":
                 self._step(body)
+            elif path == "/__sim/moves":
+                self.sim.add_move(body.get("move") if isinstance(body, dict) else None)
+                self._send(200, {"ok": True})
             else:
                 self._send(404, {"code": -1, "msg": f"no control endpoint {path}"})
         except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
@@ -655,6 +672,9 @@ class SimControl:
 
     def forget_requests(self) -> None:
         requests.delete(f"{self.url}/__sim/requests", timeout=5).raise_for_status()
+
+    def move(self, spec: str) -> None:
+        requests.post(f"{self.url}/__sim/moves", json={"move": spec}, timeout=5).raise_for_status()
 
 
 class SimProcess(SimControl):

@@ -164,7 +164,9 @@ def loopback_host(ctx, param, value: str) -> str:
               help="Market clock start (UTC), e.g. 2024-01-01T00:00:10; default now. Repeatable runs for tests.")
 @click.option("--fault", "faults", multiple=True,
               help='Fault to inject at start, as JSON (repeatable), e.g. \'{"status": 500, "count": 2}\'.')
-def binance_sim(port, host, symbol_count, seed, tick_s, weight_limit, start, faults) -> None:
+@click.option("--move", "moves", multiple=True,
+              help="Scripted price move SYMBOL:+P%:Ns[@Ns] (repeatable), e.g. BTCUSDT:+6%:60s@30s.")
+def binance_sim(port, host, symbol_count, seed, tick_s, weight_limit, start, faults, moves) -> None:
     """Serve a simulated Binance REST API (ticker/24hr, klines, depth, trades) with fault injection."""
     from ingest.models import datetime_to_millis
     from ingest.sim import SimServer
@@ -181,6 +183,12 @@ def binance_sim(port, host, symbol_count, seed, tick_s, weight_limit, start, fau
         except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
             server.httpd.server_close()
             raise click.BadParameter(f"{spec!r}: {exc}", param_hint="--fault") from exc
+    for spec in moves:
+        try:
+            server.state.add_move(spec)
+        except ValueError as exc:
+            server.httpd.server_close()
+            raise click.BadParameter(str(exc), param_hint="--move") from exc
     signal.signal(signal.SIGTERM, lambda signum, frame: threading.Thread(target=server.httpd.shutdown).start())
     click.echo(f"binance-sim serving {server.url} ({symbol_count} symbols, seed {seed}, "
                f"{'manual steps' if not tick_s else f'tick {tick_s:g} s'})", )

@@ -38,6 +38,12 @@ def registry_option(f):
                         help="Confluent-compatible schema registry URL.")(f)
 
 
+def alertmanager_option(f):
+    return click.option("--alertmanager-url", envvar="CDC_ALERTMANAGER_URL",
+                        default=lambda: settings().alertmanager_url,
+                        show_default="CDC_ALERTMANAGER_URL or http://127.0.0.1:9095", help="Alertmanager URL.")(f)
+
+
 def cassandra_options(f):
     f = click.option("--cassandra-keyspace", envvar="CDC_CASSANDRA_KEYSPACE",
                      default=lambda: settings().cassandra.keyspace, show_default="CDC_CASSANDRA_KEYSPACE or market",

@@ -53,8 +53,17 @@ def test_the_converters_registry_api_is_apicurios_v2_api_on_the_same_server():
     assert same_server.registry_api_url == "http://registry:8080/apis/registry/v2"
     explicit = Settings.from_env({"CDC_REGISTRY_API_URL": "http://elsewhere/apis/registry/v2"})
     assert explicit.registry_api_url == "http://elsewhere/apis/registry/v2"
+
+
 def test_prometheus_url_follows_its_port_and_a_full_url_wins():
     assert Settings.from_env({}).prometheus_url == "http://127.0.0.1:9090"
     assert Settings.from_env({"CDC_PROMETHEUS_PORT": "13090"}).prometheus_url == "http://127.0.0.1:13090"
     assert Settings.from_env({"CDC_PROMETHEUS_URL": "http://prom:9090",
                               "CDC_PROMETHEUS_PORT": "13090"}).prometheus_url == "http://prom:9090"
+
+
+def test_alertmanager_url_follows_its_port_unless_given():
+    assert Settings.from_env({}).alertmanager_url == "http://127.0.0.1:9095"
+    assert Settings.from_env({"CDC_ALERTMANAGER_PORT": "14095"}).alertmanager_url == "http://127.0.0.1:14095"
+    assert Settings.from_env({"CDC_ALERTMANAGER_PORT": "14095", "CDC_ALERTMANAGER_URL": "http://am:9093"}
+                             ).alertmanager_url == "http://am:9093"

@@ -34,13 +34,20 @@ from tests.unit.cql_tables import cql_table_schemas
 
 DATASOURCES_FILE = GRAFANA / "provisioning" / "datasources" / "datasources.yaml"
 PROVIDERS_FILE = GRAFANA / "provisioning" / "dashboards" / "dashboards.yaml"
-PROMETHEUS_CONFIG = GRAFANA.parent / "compose" / "prometheus.yml"
+PROMETHEUS_CONFIG = GRAFANA.parent / "compose" / "prometheus" / "prometheus.yml"
 MARKET_DASHBOARDS = ("market-overview", "candlesticks", "trades")
 # Tables whose clustering key is a time: their panels must bound it with the dashboard's time range.
 TIME_CLUSTERED = {"ticker_by_day": "event_time", "klines_by_bucket": "open_time", "trades_by_day": "trade_time"}
 ENV_REFERENCE = re.compile(r"^\$\{?[A-Za-z_][A-Za-z0-9_]*\}?$")
-METRIC_NAME = re.compile(r"\b(cdc_[a-z0-9_]+)\b")
+METRIC_NAME = re.compile(r"\b((?:cdc|debezium)_[a-z0-9_]+)\b")
 PROMETHEUS_BUILTIN_SERIES = {"up"}
+# Series other components export under the names the branches agreed on: the poller (`cdc poll
+# --metrics-port`), the replication-slot exporter, and Debezium through the JMX exporter in Connect.
+CONTRACT_SERIES = {"cdc_poller_cycles_total", "cdc_poller_rows_written_total", "cdc_poller_request_weight_used",
+                   "cdc_poller_rate_limited_total", "cdc_poller_failures_total",
+                   "cdc_replication_slot_retained_wal_bytes", "cdc_replication_slot_active",
+                   "debezium_postgres_streaming_milliseconds_behind_source",
+                   "debezium_postgres_streaming_queue_remaining_capacity", "debezium_postgres_streaming_connected"}
 
 
 # ------------------------------------------------------------------------------------------------ rules
@@ -205,16 +212,19 @@ def test_cassandra_panels_are_key_reads_with_time_macros_and_no_decimal_column(d
     assert {q.id: cassandra_target_problems(q, dashboards, schemas) for q in queries} == {q.id: [] for q in queries}
 
 
-def test_prometheus_panels_read_metrics_that_cdc_consume_exposes(dashboards):
+def test_prometheus_panels_read_metrics_that_cdc_consume_exposes_or_the_contract_names(dashboards):
     health = [q for q in panel_queries({"pipeline-health": dashboards["pipeline-health"]})
               if q.datasource.get("type") == "prometheus"]
-    assert unknown_metrics(health, exposed_series(ConsumerMetrics())) == []
+    assert unknown_metrics(health, exposed_series(ConsumerMetrics()) | CONTRACT_SERIES) == []
     used = " ".join(q.target["expr"] for q in health)
     for needed in ("cdc_events_consumed_total", "cdc_end_to_end_lag_seconds_bucket", "cdc_events_dlq_total",
-                   "cdc_consumer_lag"):
+                   "cdc_consumer_lag", "debezium_postgres_streaming_milliseconds_behind_source",
+                   "debezium_postgres_streaming_queue_remaining_capacity", "cdc_poller_cycles_total",
+                   "cdc_poller_rows_written_total", "cdc_poller_rate_limited_total", "cdc_poller_failures_total"):
         assert needed in used
     scrape_jobs = {job["job_name"] for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
-    assert set(re.findall(r'job="([^"]+)"', used)) == scrape_jobs
+    # Every job a panel selects is one the shared Prometheus config scrapes.
+    assert set(re.findall(r'job="([^"]+)"', used)) <= scrape_jobs
 
 
 # ------------------------------------------------------------------------- the rules on bad documents
@@ -288,6 +298,8 @@ def test_variable_rule_refuses_a_query_that_reads_rows(schemas):
 def test_metric_rule_names_series_the_consumer_does_not_expose():
     queries = [PanelQuery("bad", "p", ref, {"type": "prometheus", "uid": "x"}, {"expr": expr}) for ref, expr in
                (("A", "rate(cdc_events_consumed_total[1m])"), ("B", "sum(cdc_events_consumed)"),
-                ("C", "vector(1)"), ("D", "up"))]
-    assert unknown_metrics(queries, exposed_series(ConsumerMetrics())) == [
-        "bad:p:B: cdc_events_consumed", "bad:p:C: reads no consumer metric"]
+                ("C", "vector(1)"), ("D", "up"), ("E", "max(debezium_postgres_streaming_ms_behind_source)"),
+                ("F", "sum(rate(cdc_poller_cycles_total[1m]))"))]
+    assert unknown_metrics(queries, exposed_series(ConsumerMetrics()) | CONTRACT_SERIES) == [
+        "bad:p:B: cdc_events_consumed", "bad:p:C: reads no consumer metric",
+        "bad:p:E: debezium_postgres_streaming_ms_behind_source"]
