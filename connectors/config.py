@@ -27,12 +27,9 @@ import orjson
 
 DEFAULT_TEMPLATE = "postgres.json"
 AVRO_TEMPLATE = "postgres-avro.json"
-MASK = "********"
+from cdc_consumer.secrets import MASK, is_secret_key
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-# Matched against the whole property name; `key.converter` must not count as a secret.
-_SECRET = re.compile(r"(^|[._])(password|passwd|secret|token|credentials?|jaas\.config|user\.info|api\.key)$",
-                     re.IGNORECASE)
 
 
 class ConfigError(ValueError):
@@ -71,7 +68,7 @@ class Change:
 
 
 def is_secret(key: str) -> bool:
-    return bool(_SECRET.search(key))
+    return is_secret_key(key)  # one vocabulary of secret keys for every edge (cdc_consumer.secrets)
 
 
 def mask(config: Mapping[str, str]) -> dict[str, str]:
