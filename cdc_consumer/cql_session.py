@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 from cassandra import AuthenticationFailed, ConsistencyLevel
@@ -12,6 +13,25 @@ from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPoli
 from cdc_consumer.config import CassandraSettings
 from cdc_consumer.pg import ServiceUnavailable
 from cdc_consumer.secrets import redact
+
+
+class _OneLineDriverErrors(logging.Filter):
+    """The driver logs each failed connection attempt with a traceback; `connect` raises one named error for
+    it instead, so those records are dropped, and other driver records keep their exception as one line."""
+
+    _CONNECT_FAILURES = ("[control connection] Error connecting", "Control connection failed to connect")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith(self._CONNECT_FAILURES):
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{record.getMessage()} {_reason(record.exc_info[1])}"
+            record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+for _name in ("cassandra.cluster", "cassandra.connection", "cassandra.pool"):
+    logging.getLogger(_name).addFilter(_OneLineDriverErrors())
 
 
 def ssl_context(cfg: CassandraSettings) -> ssl.SSLContext | None:

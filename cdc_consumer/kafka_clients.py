@@ -44,8 +44,10 @@ def parse_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
     return parsed
 
 
-class ErrorWatch:
-    """librdkafka's error callback: keeps the latest connection-level error (the cause of a failure)."""
+class ErrorWatch(logging.Handler):
+    """librdkafka's error callback and log sink: keeps the telling connection failure (authentication,
+    TLS, a listener speaking another protocol) so a failure can name its cause, and keeps librdkafka's
+    retry chatter off the terminal."""
 
     _CAUSES = {
         KafkaError._AUTHENTICATION: "authentication failed",
@@ -53,26 +55,43 @@ class ErrorWatch:
     }
 
     def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(logging.DEBUG)
         self._settings = settings
         self._lock = threading.Lock()
         self.error: KafkaError | None = None
+        self.log_line: str | None = None
+        self.logger = logging.Logger("cdc_consumer.kafka_clients.librdkafka")  # private: not in the tree
+        self.logger.addHandler(self)
+        self.logger.propagate = False
 
     def __call__(self, error: KafkaError) -> None:
         with self._lock:
             if self.error is None or error.code() in self._CAUSES or self.error.code() not in self._CAUSES:
                 self.error = error
-        log.debug("Kafka client error: %s", error)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING and "CONFWARN" not in message:
+            self.log_line = message
+
+    def serve(self, client: Any) -> None:
+        """Let librdkafka deliver pending callbacks (they are served by poll())."""
+        try:
+            client.poll(0.2)
+        except (RuntimeError, KafkaException):
+            pass
 
     def cause(self) -> str | None:
-        error = self.error
-        if error is None:
+        error, line = self.error, self.log_line
+        kind = self._CAUSES.get(error.code()) if error is not None else None
+        text = error.str() if kind else (line or (error.str() if error is not None else None))
+        if text is None:
             return None
-        text = redact(error.str(), self._settings.secrets)
-        kind = self._CAUSES.get(error.code())
+        text = redact(re.sub(r"^\S+ \[[^]]*\] \[[^]]*\]: ", "", text), self._settings.secrets)
         if kind is None and re.search(r"SSL|certificate|handshake", text, re.IGNORECASE):
             kind = "TLS failed"
-        if kind is None and "security.protocol" in text:
-            kind = "connection closed by the broker (wrong security.protocol?)"
+        if kind is None and re.search(r"security\.protocol|SSL listener", text):
+            kind = "the broker closed the connection (does the listener need another security.protocol?)"
         return f"{kind}: {text}" if kind else text
 
 
@@ -86,6 +105,7 @@ def _build(factory: Callable[[dict], Any], settings: KafkaSettings, own: Mapping
     config = client_config(settings, own)
     if watch is not None:
         config["error_cb"] = watch
+        config.setdefault("logger", watch.logger)
     try:
         return factory(config)
     except KafkaException as exc:
@@ -121,12 +141,11 @@ def validate(settings: KafkaSettings) -> None:
 def probe(settings: KafkaSettings, timeout: float = 10.0, *, topic: str | None = None):
     """Cluster metadata within `timeout`, or `KafkaUnavailable` naming the cause (auth, TLS, unreachable)."""
     watch = ErrorWatch(settings)
-    quiet = logging.getLogger("cdc_consumer.kafka_clients.probe")
-    quiet.setLevel(logging.CRITICAL)
-    client = admin(settings, {"logger": quiet, "socket.timeout.ms": int(timeout * 1000)}, watch=watch)
+    client = admin(settings, {"socket.timeout.ms": int(timeout * 1000)}, watch=watch)
     try:
         return client.list_topics(topic, timeout=timeout)
     except KafkaException as exc:
+        watch.serve(client)
         raise KafkaUnavailable(describe_failure(settings, watch, exc)) from None
 
 

@@ -48,8 +48,8 @@ class RegistryClient:
         self._timeout = timeout
         self._session = session or requests.Session()
         self._secrets = tuple(s for s in (auth.password,) if s)
-        for key, value in auth.requests_kwargs().items():
-            setattr(self._session, key, value)  # session.auth / session.verify
+        # Passed with every request: a session-level `verify` would lose to REQUESTS_CA_BUNDLE in the environment.
+        self._auth_kwargs = auth.requests_kwargs()
         self._cache: dict[SchemaRef, Any] = {}
 
     def schema(self, ref: SchemaRef) -> Any:
@@ -61,7 +61,7 @@ class RegistryClient:
     def _get(self, ref: SchemaRef) -> Any:
         path = f"/schemas/guids/{ref}" if isinstance(ref, uuid.UUID) else f"/schemas/ids/{ref}"
         try:
-            response = self._session.get(self._url + path, timeout=self._timeout,
+            response = self._session.get(self._url + path, timeout=self._timeout, **self._auth_kwargs,
                                          headers={"Accept": "application/vnd.schemaregistry.v1+json"})
         except requests.RequestException as exc:
             kind = "TLS failed" if isinstance(exc, requests.exceptions.SSLError) else "unreachable"

@@ -106,8 +106,8 @@ class ConnectClient:
         self.rebalance_wait = rebalance_wait
         self.session = session or requests.Session()
         self._secrets = tuple(s for s in (auth.password,) if s)
-        for key, value in auth.requests_kwargs().items():
-            setattr(self.session, key, value)  # session.auth / session.verify
+        # Passed with every request: a session-level `verify` would lose to REQUESTS_CA_BUNDLE in the environment.
+        self._auth_kwargs = auth.requests_kwargs()
 
     # --- calls -------------------------------------------------------------------------------------
 
@@ -199,7 +199,7 @@ class ConnectClient:
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
-            return self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            return self.session.request(method, self.url + path, timeout=self.timeout, **self._auth_kwargs, **kwargs)
         except requests.RequestException as exc:
             raise ConnectUnavailable(f"Kafka Connect unreachable at {self.url}: "
                                      f"{redact(_reason(exc), self._secrets)}") from None

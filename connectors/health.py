@@ -219,7 +219,7 @@ def consumer_health(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> 
     watch = kafka_clients.ErrorWatch(kafka)
     try:
         consumer = kafka_clients.consumer(kafka, {"group.id": group, "enable.auto.commit": False,
-                                                  "socket.timeout.ms": 5000, "logger": _quiet_logger()}, watch=watch)
+                                                  "socket.timeout.ms": 5000}, watch=watch)
     except kafka_clients.KafkaConfigError as exc:
         health.error = str(exc)
         return health
@@ -238,6 +238,7 @@ def consumer_health(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> 
             lag = high - (position if position is not None else low)
             health.partitions.append(PartitionLag(tp.topic, tp.partition, position, high, max(lag, 0)))
     except Exception as exc:  # noqa: BLE001
+        watch.serve(consumer)
         health.error = kafka_clients.describe_failure(kafka, watch, exc)
     finally:
         consumer.close()
@@ -401,10 +402,3 @@ def _first_line(text: str | None) -> str:
 
 def _short(exc: BaseException) -> str:
     return _first_line(str(exc)) if str(exc).strip() else type(exc).__name__
-
-
-def _quiet_logger():
-    """librdkafka logs connection errors to stderr; route them to Python logging instead."""
-    import logging
-
-    return logging.getLogger("cdc.status.kafka")

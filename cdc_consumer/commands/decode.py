@@ -168,6 +168,7 @@ def _kafka_records(kafka: KafkaSettings, topic: str, from_beginning: bool,
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics.get(topic)
         except KafkaException as exc:
+            watch.serve(consumer)
             raise click.ClickException(kafka_clients.describe_failure(kafka, watch, exc)) from None
         if partitions is None or partitions.error is not None:
             raise click.ClickException(f"topic {topic!r}: {partitions.error.str() if partitions else 'not found'}")

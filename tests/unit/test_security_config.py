@@ -118,7 +118,7 @@ def test_url_credentials_are_split_off_and_masked():
     assert split_url_credentials("http://h:1") == ("http://h:1", None, None)
     assert masked_url("https://u:pw1@h:8083") == f"https://u:{MASK}@h:8083"
     client = ConnectClient("https://admin:in-url-pw@127.0.0.1:1", auth=HttpAuth("other", "env-pw", None))
-    assert client.url == "https://127.0.0.1:1" and client.session.auth == ("admin", "in-url-pw")
+    assert client.url == "https://127.0.0.1:1" and client._auth_kwargs["auth"] == ("admin", "in-url-pw")
     assert "in-url-pw" not in client.url and "in-url-pw" not in repr(client)
 
 
@@ -133,3 +133,15 @@ def test_secret_keys_cover_every_edge():
 def test_redact_replaces_every_secret_value():
     assert redact("user=a password=hunter2 again hunter2", ["hunter2", None, ""]) == \
         f"user=a password={MASK} again {MASK}"
+
+
+def test_the_connector_password_can_be_a_connect_file_reference():
+    from connectors.config import load_template, render
+
+    ref = "${file:/state/secure/pg.properties:password}"
+    config = render(load_template(), {"CDC_PG_PASSWORD": "pg-pw-1", "CDC_CONNECTOR_PG_PASSWORD": ref,
+                                      "CDC_PG_SSLMODE": "verify-full", "CDC_PG_SSLROOTCERT": "/ca.crt"}).config
+    assert config["database.password"] == ref  # left for the worker's FileConfigProvider to resolve
+    assert (config["database.sslmode"], config["database.sslrootcert"]) == ("verify-full", "/ca.crt")
+    plain = render(load_template(), {"CDC_PG_PASSWORD": "pg-pw-1"}).config
+    assert plain["database.password"] == "pg-pw-1" and "database.sslmode" not in plain
