@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,6 +45,9 @@ def parse_pairs(pairs: tuple[str, ...] | list[str]) -> dict[str, str]:
     return parsed
 
 
+_PLAINTEXT_REFUSED = re.compile(r"SSL listener|Disconnected.*state APIVERSION_QUERY")
+
+
 class ErrorWatch(logging.Handler):
     """librdkafka's error callback and log sink: keeps the telling connection failure (authentication,
     TLS, a listener speaking another protocol) so a failure can name its cause, and keeps librdkafka's
@@ -71,7 +75,7 @@ class ErrorWatch(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if record.levelno >= logging.WARNING and "CONFWARN" not in message:
+        if message.startswith("FAIL") or (record.levelno >= logging.WARNING and not message.startswith("CONFWARN")):
             self.log_line = message
 
     def serve(self, client: Any) -> None:
@@ -80,6 +84,13 @@ class ErrorWatch(logging.Handler):
             client.poll(0.2)
         except (RuntimeError, KafkaException):
             pass
+
+    @property
+    def decisive(self) -> bool:
+        """An error retrying will not cure: authentication or TLS failed."""
+        error, line = self.error, self.log_line or ""
+        # A listener that hangs up on the first (plaintext) request is a TLS listener, not a broker restarting.
+        return (error is not None and error.code() in self._CAUSES) or bool(_PLAINTEXT_REFUSED.search(line))
 
     def cause(self) -> str | None:
         error, line = self.error, self.log_line
@@ -90,8 +101,8 @@ class ErrorWatch(logging.Handler):
         text = redact(re.sub(r"^\S+ \[[^]]*\] \[[^]]*\]: ", "", text), self._settings.secrets)
         if kind is None and re.search(r"SSL|certificate|handshake", text, re.IGNORECASE):
             kind = "TLS failed"
-        if kind is None and re.search(r"security\.protocol|SSL listener", text):
-            kind = "the broker closed the connection (does the listener need another security.protocol?)"
+        if kind is None and (_PLAINTEXT_REFUSED.search(text) or "security.protocol" in text):
+            kind = "the broker closed the connection at the first request (does the listener need TLS/SASL: security.protocol?)"
         return f"{kind}: {text}" if kind else text
 
 
@@ -141,12 +152,22 @@ def validate(settings: KafkaSettings) -> None:
 def probe(settings: KafkaSettings, timeout: float = 10.0, *, topic: str | None = None):
     """Cluster metadata within `timeout`, or `KafkaUnavailable` naming the cause (auth, TLS, unreachable)."""
     watch = ErrorWatch(settings)
-    client = admin(settings, {"socket.timeout.ms": int(timeout * 1000)}, watch=watch)
-    try:
-        return client.list_topics(topic, timeout=timeout)
-    except KafkaException as exc:
-        watch.serve(client)
-        raise KafkaUnavailable(describe_failure(settings, watch, exc)) from None
+    return metadata(admin(settings, {"socket.timeout.ms": int(timeout * 1000)}, watch=watch), settings, watch,
+                    timeout=timeout, topic=topic)
+
+
+def metadata(client: Any, settings: KafkaSettings, watch: ErrorWatch, *, timeout: float = 10.0,
+             topic: str | None = None):
+    """`client.list_topics()`, asked in short rounds so an authentication or TLS failure ends the wait at
+    once (librdkafka itself would retry until the timeout); `KafkaUnavailable` names the cause."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.list_topics(topic, timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+        except KafkaException as exc:
+            watch.serve(client)
+            if watch.decisive or time.monotonic() >= deadline:
+                raise KafkaUnavailable(describe_failure(settings, watch, exc)) from None
 
 
 def describe_failure(settings: KafkaSettings, watch: ErrorWatch | None, exc: BaseException | None = None) -> str:

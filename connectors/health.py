@@ -224,7 +224,7 @@ def consumer_health(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> 
         health.error = str(exc)
         return health
     try:
-        metadata = consumer.list_topics(timeout=5)
+        metadata = kafka_clients.metadata(consumer, kafka, watch, timeout=5)
         partitions = []
         for topic in topics:
             if topic not in metadata.topics:
@@ -237,6 +237,8 @@ def consumer_health(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> 
             position = tp.offset if tp.offset >= 0 else None
             lag = high - (position if position is not None else low)
             health.partitions.append(PartitionLag(tp.topic, tp.partition, position, high, max(lag, 0)))
+    except kafka_clients.KafkaUnavailable as exc:
+        health.error = str(exc)
     except Exception as exc:  # noqa: BLE001
         watch.serve(consumer)
         health.error = kafka_clients.describe_failure(kafka, watch, exc)

@@ -154,7 +154,6 @@ def _kafka_records(kafka: KafkaSettings, topic: str, from_beginning: bool,
         OFFSET_BEGINNING,
         OFFSET_END,
         KafkaError,
-        KafkaException,
         TopicPartition,
     )
 
@@ -166,10 +165,9 @@ def _kafka_records(kafka: KafkaSettings, topic: str, from_beginning: bool,
                                       watch=watch)
     try:
         try:
-            partitions = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        except KafkaException as exc:
-            watch.serve(consumer)
-            raise click.ClickException(kafka_clients.describe_failure(kafka, watch, exc)) from None
+            partitions = kafka_clients.metadata(consumer, kafka, watch, timeout=10, topic=topic).topics.get(topic)
+        except kafka_clients.KafkaUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
         if partitions is None or partitions.error is not None:
             raise click.ClickException(f"topic {topic!r}: {partitions.error.str() if partitions else 'not found'}")
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END
