@@ -69,7 +69,10 @@ def connect(cfg: CassandraSettings, *, keyspace: str | None = None, timeout: flo
         session = cluster.connect(keyspace)
     except NoHostAvailable as exc:
         cluster.shutdown()
-        raise ServiceUnavailable(f"Cassandra at {','.join(cfg.hosts)}:{cfg.port}: {_cause(exc, cfg)}") from None
+        where, cause = f"{','.join(cfg.hosts)}:{cfg.port}", _cause(exc, cfg)
+        if cause.startswith("unreachable: "):
+            raise ServiceUnavailable(f"Cassandra unreachable at {where}: {cause.removeprefix('unreachable: ')}") from None
+        raise ServiceUnavailable(f"Cassandra at {where}: {cause}") from None
     except Exception as exc:  # the driver raises a few other types (e.g. InvalidRequest for a bad keyspace)
         cluster.shutdown()
         raise ServiceUnavailable(f"Cassandra at {','.join(cfg.hosts)}:{cfg.port}: "
