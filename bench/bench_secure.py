@@ -40,12 +40,17 @@ class Side:
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
 
+    def admin_session(self):
+        """A Cassandra session that may create and drop keyspaces (the secured stack's admin role)."""
+        cfg = self.settings.cassandra
+        if self.admin_password:
+            cfg = dataclasses.replace(cfg, username="admin", password=self.admin_password)
+        return cql_session.connect(cfg)
+
     def fresh_keyspace(self) -> str:
         cfg = self.settings.cassandra
-        admin_cfg = dataclasses.replace(cfg, username="admin", password=self.admin_password) \
-            if self.admin_password else cfg
         keyspace = unique_name("bench_sec")
-        cluster, session = cql_session.connect(admin_cfg)
+        cluster, session = self.admin_session()
         try:
             schema.apply_cql(session, keyspace)
             if self.admin_password:
@@ -56,10 +61,7 @@ class Side:
         return keyspace
 
     def drop(self, keyspace: str, topic: str) -> None:
-        cfg = self.settings.cassandra
-        admin_cfg = dataclasses.replace(cfg, username="admin", password=self.admin_password) \
-            if self.admin_password else cfg
-        cluster, session = cql_session.connect(admin_cfg)
+        cluster, session = self.admin_session()
         try:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         finally:
