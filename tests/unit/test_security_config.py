@@ -145,3 +145,45 @@ def test_the_connector_password_can_be_a_connect_file_reference():
     assert (config["database.sslmode"], config["database.sslrootcert"]) == ("verify-full", "/ca.crt")
     plain = render(load_template(), {"CDC_PG_PASSWORD": "pg-pw-1"}).config
     assert plain["database.password"] == "pg-pw-1" and "database.sslmode" not in plain
+
+
+@pytest.fixture()
+def guarded_registry():
+    """A registry answering `GET /schemas/ids/1` only with basic auth reg-user / reg-pass-1."""
+    import base64
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    expected = "Basic " + base64.b64encode(b"reg-user:reg-pass-1").decode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            ok = self.headers.get("Authorization") == expected
+            body = json.dumps({"schema": '"string"'} if ok else {"message": "Unauthorized"}).encode()
+            self.send_response(200 if ok else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_registry_basic_auth_from_the_url_or_the_environment(guarded_registry):
+    from cdc_consumer.avro import RegistryUnavailable
+    from cdc_consumer.schema_registry import RegistryClient
+
+    assert RegistryClient(f"http://reg-user:reg-pass-1@{guarded_registry}").schema(1) == "string"
+    env = Settings.from_env({"CDC_SCHEMA_REGISTRY_USERNAME": "reg-user", "CDC_SCHEMA_REGISTRY_PASSWORD": "reg-pass-1"})
+    assert RegistryClient(f"http://{guarded_registry}", auth=env.registry_auth).schema(1) == "string"
+    with pytest.raises(RegistryUnavailable, match="HTTP 401") as refused:
+        RegistryClient(f"http://reg-user:wrong-pass-9@{guarded_registry}").schema(1)
+    assert "wrong-pass-9" not in str(refused.value)
