@@ -59,7 +59,7 @@ class ConsumerSettings:
     drain_timeout: float = 30.0
     progress_every: float = 0.0  # seconds; 0 = no progress lines
     lag_every: float = 5.0  # seconds between consumer-lag measurements (gauge and progress line)
-    kafka_config: dict = field(default_factory=dict)
+    kafka_config: dict = field(default_factory=dict, repr=False)  # may hold sasl.password
 
     def consumer_config(self) -> dict:
         return {

@@ -187,3 +187,11 @@ def test_registry_basic_auth_from_the_url_or_the_environment(guarded_registry):
     with pytest.raises(RegistryUnavailable, match="HTTP 401") as refused:
         RegistryClient(f"http://reg-user:wrong-pass-9@{guarded_registry}").schema(1)
     assert "wrong-pass-9" not in str(refused.value)
+
+
+def test_consumer_settings_keep_kafka_secrets_out_of_repr():
+    from cdc_consumer.consumer import ConsumerSettings
+
+    settings = ConsumerSettings("h:1", kafka_config={"sasl.password": "k4fka-secret"})
+    assert "k4fka-secret" not in repr(settings)
+    assert settings.consumer_config()["sasl.password"] == "k4fka-secret"
