@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK := compose/native/stack
 
-.PHONY: venv test unit-test demo bench stack-up stack-down stack-status clean
+.PHONY: venv test unit-test test-secure demo bench stack-up stack-down stack-status clean
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,11 @@ unit-test: venv
 # Starts the native stack unless it is already running, runs every test, stops what it started.
 test: venv
 	$(STACK) with -- $(BIN)/pytest -q tests
+
+# Only the secured-deployment tests: they start `stack up --secure` in a state dir and on ports of their
+# own (beside the open stack) and stop it afterwards; `make test` runs them too.
+test-secure: venv
+	$(BIN)/pytest -q tests/secure
 
 stack-up:
 	$(STACK) up

@@ -35,12 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cassandra.concurrent import execute_concurrent
-from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import NewTopic
 
 from bench.envelopes import kline_stream, ticker_stream
-from cdc_consumer import cql_session, schema
-from cdc_consumer.config import Settings
+from cdc_consumer import cql_session, kafka_clients, schema
+from cdc_consumer.config import KafkaSettings, Settings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.mapping import compile_mapping, describe_tables, load_mapping
 from cdc_consumer.metrics import histogram_quantile
@@ -57,11 +56,10 @@ def records(events: int) -> list[tuple[bytes, bytes]]:
     return mixed + tickers[len(klines):]
 
 
-def produce(bootstrap: str, topic: str, partitions: int, stream: list[tuple[bytes, bytes]]) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+def produce(kafka: KafkaSettings, topic: str, partitions: int, stream: list[tuple[bytes, bytes]]) -> None:
+    admin = kafka_clients.admin(kafka)
     admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1_000_000,
-                         "compression.type": "lz4"})
+    producer = kafka_clients.producer(kafka, {"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"})
     for key, value in stream:
         while True:
             try:
@@ -93,13 +91,14 @@ def scrape(port: int) -> dict:
     return values
 
 
-def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json") -> dict:
-    """`cdc consume --format fmt` on `topic` (a name or ^regex) until `events` are applied."""
+def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json", env: dict | None = None) -> dict:
+    """`cdc consume --format fmt` on `topic` (a name or ^regex) until `events` are applied (with `env`: e.g.
+    a secured stack's client settings)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic,
                                 "--group", unique_name("bench"), "--cassandra-keyspace", keyspace,
                                 "--metrics-port", str(port), "--progress-every", "0", "--format", fmt], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = wait_until(lambda: (m := scrape(port))["consumed"] > 0 and (time.perf_counter(), m), timeout=120,
                            interval=0.01, what="the consumer's first record")
@@ -152,7 +151,7 @@ def main() -> int:
     settings = Settings.from_env()
     stream = records(args.events)
     topic = unique_name("bench_consumer")
-    produce(settings.kafka_bootstrap, topic, args.partitions, stream)
+    produce(settings.kafka, topic, args.partitions, stream)
     cluster, session = cql_session.connect(settings.cassandra)
     keyspaces = []
     try:
@@ -166,7 +165,7 @@ def main() -> int:
         for keyspace in keyspaces:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         cluster.shutdown()
-        AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+        kafka_clients.admin(settings.kafka).delete_topics([topic])
 
     results = {
         "consumer.events_per_s": round(consumer["events_per_s"]),

@@ -117,11 +117,12 @@ class Tap(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        from confluent_kafka import Consumer
+        from cdc_consumer import kafka_clients
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": unique_name("tap"),
-                             "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                             "topic.metadata.refresh.interval.ms": 1000, "fetch.wait.max.ms": 10})
+        consumer = kafka_clients.consumer(Settings.from_env().kafka.with_overrides({}, bootstrap=self.bootstrap),
+                                          {"group.id": unique_name("tap"), "auto.offset.reset": "earliest",
+                                           "enable.auto.commit": False, "topic.metadata.refresh.interval.ms": 1000,
+                                           "fetch.wait.max.ms": 10})
         consumer.subscribe([self.klines_topic, *self.other_topics])
         try:
             while not self.stop.is_set():

@@ -19,9 +19,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from confluent_kafka import Consumer
-
-from cdc_consumer import cql_session
+from cdc_consumer import cql_session, kafka_clients
 from cdc_consumer.config import Settings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.mapping import compile_mapping, describe_tables, load_mapping
@@ -40,8 +38,8 @@ def main() -> int:
     mapping = compile_mapping(load_mapping(), describe_tables(session, args.keyspace), session.prepare,
                               args.keyspace)
     decoder = Decoder()
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": args.group,
-                         "enable.auto.commit": True, "auto.offset.reset": "earliest"})
+    consumer = kafka_clients.consumer(settings.kafka, {"group.id": args.group, "enable.auto.commit": True,
+                                                       "auto.offset.reset": "earliest"})
     consumer.subscribe([args.topic])
     count, first = 0, None
     try:

@@ -25,12 +25,13 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
 
+from cdc_consumer import kafka_clients
+from cdc_consumer.config import KafkaSettings
 from cdc_consumer.dlq import DeadLetterQueue
 from cdc_consumer.events import ChangeEvent, DecodeError, Op
 from cdc_consumer.mapping import CompiledMapping, UnmappableRecord
@@ -58,7 +59,7 @@ class ConsumerSettings:
     drain_timeout: float = 30.0
     progress_every: float = 0.0  # seconds; 0 = no progress lines
     lag_every: float = 5.0  # seconds between consumer-lag measurements (gauge and progress line)
-    kafka_config: dict = field(default_factory=dict)
+    kafka_config: dict = field(default_factory=dict, repr=False)  # may hold sasl.password
 
     def consumer_config(self) -> dict:
         return {
@@ -152,7 +153,8 @@ class ChangeConsumer:
 
     def run(self, stop: threading.Event) -> bool:
         """Consume until `stop` is set; then drain, commit and leave the group. True if fully drained."""
-        consumer = self._consumer = Consumer(self.settings.consumer_config())
+        consumer = self._consumer = kafka_clients.consumer(
+            KafkaSettings(self.settings.bootstrap, self.settings.kafka_config), self.settings.consumer_config())
         consumer.subscribe(list(self.settings.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         log.info("consuming %s as group %s", ", ".join(self.settings.topics), self.settings.group)

@@ -15,8 +15,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import NewTopic
+
+from cdc_consumer import kafka_clients
+from cdc_consumer.config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +48,16 @@ class _Parked:
 
 class DeadLetterQueue:
     def __init__(self, bootstrap: str, *, topic_template: str = DEFAULT_TOPIC_TEMPLATE,
-                 create_topics: bool = True, retry_max: float = 5.0, extra_config: dict | None = None) -> None:
+                 create_topics: bool = True, retry_max: float = 5.0, extra_config: dict | None = None,
+                 kafka: KafkaSettings | None = None) -> None:
         dlq_topic(topic_template, "x")  # validate the template up front
         self.topic_template = topic_template
         self.create_topics = create_topics
         self.retry_max = retry_max
-        config = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                  "linger.ms": 5, **(extra_config or {})}
-        self._producer = Producer(config)
-        self._admin = AdminClient({"bootstrap.servers": bootstrap}) if create_topics else None
+        kafka = kafka or KafkaSettings(bootstrap)  # the user's client properties (security) on every client
+        config = {"acks": "all", "enable.idempotence": True, "linger.ms": 5, **(extra_config or {})}
+        self._producer = kafka_clients.producer(kafka, config)
+        self._admin = kafka_clients.admin(kafka) if create_topics else None
         self._known_topics: set[str] = set()
         self._delivered: list[Hashable] = []
         self._retry: list[_Parked] = []

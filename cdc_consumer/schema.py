@@ -56,7 +56,12 @@ def apply_cql(session: Session, keyspace: str, replication: str | None = None) -
     replication = replication or "{'class': 'SimpleStrategy', 'replication_factor': 1}"
     if not re.fullmatch(r"\{[\w\s':,.]*\}", replication):
         raise ValueError(f"replication {replication!r} is not a CQL replication map")
-    session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
+    # Only when missing: even with IF NOT EXISTS, Cassandra's authorizer demands CREATE on ALL KEYSPACES, which
+    # a pipeline role granted rights on its own keyspace alone does not have.
+    exists = session.execute("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s",
+                             (keyspace,)).one()
+    if exists is None:
+        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
     session.set_keyspace(keyspace)
     statements = cql_statements()
     for statement in statements:

@@ -2,6 +2,8 @@
 
 The decoder's only I/O. `RegistryClient` asks `GET /schemas/ids/{id}` (or `/schemas/guids/{guid}`) once
 per id and caches the parsed schema; failures are not cached, so a registry that comes back is used again.
+Basic auth (`CDC_SCHEMA_REGISTRY_USERNAME`/`_PASSWORD`, or `https://user:password@host` in the URL, split
+off at once) and a CA of one's own (`CDC_SCHEMA_REGISTRY_CA`); messages name the URL without the password.
 `SchemaFile` reads the format of the fixtures' `pg_avro_confluent.schemas.json` (`schemas_by_id`).
 """
 
@@ -15,7 +17,9 @@ from typing import Any
 import requests
 
 from cdc_consumer.avro import RegistryUnavailable, SchemaRef, UnknownSchemaId
+from cdc_consumer.config import HttpAuth
 from cdc_consumer.debezium import SchemaError
+from cdc_consumer.secrets import redact, split_url_credentials
 
 
 def _parse_answer(ref: SchemaRef, answer: Any) -> Any:
@@ -34,10 +38,18 @@ def _parse_answer(ref: SchemaRef, answer: Any) -> Any:
 class RegistryClient:
     """A small Confluent Schema Registry client: fetch-once, cache-forever per schema id."""
 
-    def __init__(self, url: str, *, timeout: float = 5.0, session: requests.Session | None = None) -> None:
-        self._url = url.rstrip("/")
+    def __init__(self, url: str, *, timeout: float = 5.0, session: requests.Session | None = None,
+                 auth: HttpAuth | None = None) -> None:
+        clean, user, password = split_url_credentials(url.rstrip("/"))
+        auth = auth or HttpAuth()
+        if user is not None:
+            auth = HttpAuth(user, password, auth.ca)
+        self._url = clean
         self._timeout = timeout
         self._session = session or requests.Session()
+        self._secrets = tuple(s for s in (auth.password,) if s)
+        # Passed with every request: a session-level `verify` would lose to REQUESTS_CA_BUNDLE in the environment.
+        self._auth_kwargs = auth.requests_kwargs()
         self._cache: dict[SchemaRef, Any] = {}
 
     def schema(self, ref: SchemaRef) -> Any:
@@ -49,10 +61,15 @@ class RegistryClient:
     def _get(self, ref: SchemaRef) -> Any:
         path = f"/schemas/guids/{ref}" if isinstance(ref, uuid.UUID) else f"/schemas/ids/{ref}"
         try:
-            response = self._session.get(self._url + path, timeout=self._timeout,
+            response = self._session.get(self._url + path, timeout=self._timeout, **self._auth_kwargs,
                                          headers={"Accept": "application/vnd.schemaregistry.v1+json"})
         except requests.RequestException as exc:
-            raise RegistryUnavailable(f"schema registry {self._url} unreachable: {exc}") from None
+            kind = "TLS failed" if isinstance(exc, requests.exceptions.SSLError) else "unreachable"
+            raise RegistryUnavailable(f"schema registry {self._url} {kind}: "
+                                      f"{redact(str(exc), self._secrets)[:300]}") from None
+        if response.status_code in (401, 403):
+            raise RegistryUnavailable(f"schema registry {self._url} refused the request: HTTP {response.status_code} "
+                                      "(set CDC_SCHEMA_REGISTRY_USERNAME/CDC_SCHEMA_REGISTRY_PASSWORD)")
         if response.status_code == 404:
             raise UnknownSchemaId(f"schema registry {self._url} has no schema {ref}")
         if response.status_code != 200:

@@ -5,6 +5,10 @@ schema, registers the Debezium connector, polls live Binance if it is reachable 
 project's simulated exchange, and says so — runs `cdc consume`, and after a short run prints rows per
 table in PostgreSQL and Cassandra, end-to-end latency, a sample cqlsh query, `cdc verify`, and how to
 stop everything. Settings: DEMO_SECONDS (default 60), DEMO_SYMBOLS (default 20 symbols of the exchange).
+
+DEMO_SECURE=1 runs the same pipeline on the secured native stack (`stack up --secure`: TLS and passwords
+on every edge) in a state dir of its own ($CDC_STATE_DIR/secured, beside the open stack); every `cdc`
+verb then reads the client settings the stack wrote ($CDC_STATE_DIR/secured/secure.env).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ LOGS = STATE / "demo"
 SIM_PORT = int(os.environ.get("DEMO_SIM_PORT", "8099"))
 METRICS_PORT = int(os.environ.get("DEMO_METRICS_PORT", "9464"))
 LIVE_BINANCE = "https://api.binance.com"
+SECURE = os.environ.get("DEMO_SECURE", "") not in ("", "0")
 SIM_SYMBOLS = ("BTCUSDT,ETHUSDT,BNBUSDT,SOLUSDT,XRPUSDT," +
                ",".join(f"SYM{i:03d}USDT" for i in range(1, 16)))
 
@@ -155,25 +160,62 @@ def summary(consumer_metrics: str, baseline_metrics: str, exchange: str) -> int:
     keyspace = settings.cassandra.keyspace
     query = f"SELECT symbol, last_price, price_change_percent, event_time FROM {keyspace}.latest_prices LIMIT 5;"
     say(f"cqlsh -e \"{query}\"")
-    cqlsh = run(str(BIN / "cqlsh"), settings.cassandra.hosts[0], str(settings.cassandra.port), "-e", query,
-                check=False, capture=True)
+    cqlsh = run(str(BIN / "cqlsh"), *cqlsh_security(settings), settings.cassandra.hosts[0],
+                str(settings.cassandra.port), "-e", query, check=False, capture=True)
     print(cqlsh.stdout.rstrip() or cqlsh.stderr.rstrip())
     say("cdc verify (PostgreSQL vs Cassandra, exact)")
     return run(CDC, "verify", "--no-progress", check=False).returncode
 
 
+def cqlsh_security(settings) -> list[str]:
+    """cqlsh options for TLS and a password: a cqlshrc and a credentials file (0600), never `-p PASSWORD`."""
+    cfg = settings.cassandra
+    if not cfg.username:
+        return []
+    rc, credentials = LOGS / "cqlshrc", LOGS / "cqlsh-credentials"
+    for path in (rc, credentials):
+        path.touch(mode=0o600, exist_ok=True)
+    rc.write_text(f"[authentication]\nusername = {cfg.username}\n" +
+                  (f"[connection]\nssl = true\n[ssl]\ncertfile = {cfg.ssl_ca}\nvalidate = true\n" if cfg.ssl_ca else ""))
+    credentials.write_text(f"[PlainTextAuthProvider]\nusername = {cfg.username}\npassword = {cfg.password}\n")
+    return ["--cqlshrc", str(rc), "--credentials", str(credentials)] + (["--ssl"] if cfg.ssl_ca else [])
+
+
+def start_secured_stack() -> Path:
+    """The secured stack (started unless running); its client settings become this process's environment."""
+    sys.path.insert(0, str(REPO))
+    from tests.secure.stack import SecureStack
+
+    say("DEMO_SECURE=1: starting the secured native stack (compose/native/stack up --secure: TLS and passwords "
+        "on PostgreSQL, Kafka, Connect and Cassandra)")
+    stack = SecureStack()
+    try:
+        env = stack.up()
+    except RuntimeError as exc:
+        raise SystemExit(f"demo: {exc}") from None
+    os.environ.clear()
+    os.environ.update(env)
+    print(f"secured stack ready after {stack.start_seconds:.0f}s; state dir {stack.state_dir}; client settings: set -a; . {stack.state_dir}/secure.env; set +a")
+    return stack.state_dir
+
+
 def main() -> int:
+    global LOGS
+    secured_state = start_secured_stack() if SECURE else None
+    if secured_state is not None:
+        LOGS = secured_state / "demo"
     LOGS.mkdir(parents=True, exist_ok=True)
     seconds = float(os.environ.get("DEMO_SECONDS", "60"))
-    compose = docker_engine()
+    compose = secured_state is None and docker_engine()
     if compose:
         say("Docker engine found: docker compose up (Grafana on http://127.0.0.1:3000)")
         run("docker", "compose", "-f", "compose/docker-compose.yml", "--env-file", ".env", "up", "-d", "--wait")
         say("The compose stack runs the whole pipeline (init, connector, poller, consumer) itself.")
         print("Grafana: http://127.0.0.1:3000   stop: docker compose -f compose/docker-compose.yml down")
         return 0
-    say("No Docker engine: starting the native stack (compose/native/stack up)")
-    run(str(REPO / "compose/native/stack"), "up")
+    if secured_state is None:
+        say("No Docker engine: starting the native stack (compose/native/stack up)")
+        run(str(REPO / "compose/native/stack"), "up")
     say("cdc init")
     run(CDC, "init")
     say("cdc register-connector")
@@ -213,6 +255,12 @@ def main() -> int:
         for process in reversed(processes):
             stop(process)
     say("Done")
+    if secured_state is not None:
+        ports = secured_state / "ports.env"
+        print(f"logs: {LOGS}\nstatus: set -a; . {secured_state}/secure.env; set +a; .venv/bin/cdc status\n"
+              f"stop the secured stack: (set -a; . {ports}; CDC_STATE_DIR={secured_state} "
+              "compose/native/stack down)")
+        return verified
     print(f"logs: {LOGS}\nstatus: .venv/bin/cdc status\nstop everything: make stack-down")
     print("Grafana needs Docker: with a Docker engine, `make demo` runs the compose stack with Grafana on :3000")
     return verified

@@ -4,7 +4,8 @@ A template is the Kafka Connect create body `{"name": ..., "config": {...}}` (a 
 `name` key is accepted too). Values may reference environment variables:
 
 - `${VAR}` must be set (an unset variable is an error naming it and the property);
-- `${VAR:-default}` falls back to `default` when VAR is unset or empty (as in the shell).
+- `${VAR:-default}` falls back to `default` when VAR is unset or empty (as in the shell); the default
+  may be another placeholder.
 
 Anything else that looks like `${...}` — e.g. Kafka Connect config-provider references such as
 `${file:/etc/cdc/pg.properties:password}` — is left untouched for the worker to resolve, which is the
@@ -27,12 +28,10 @@ import orjson
 
 DEFAULT_TEMPLATE = "postgres.json"
 AVRO_TEMPLATE = "postgres-avro.json"
-MASK = "********"
+from cdc_consumer.secrets import MASK, is_secret_key
 
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-# Matched against the whole property name; `key.converter` must not count as a secret.
-_SECRET = re.compile(r"(^|[._])(password|passwd|secret|token|credentials?|jaas\.config|user\.info|api\.key)$",
-                     re.IGNORECASE)
+# A default may itself be one placeholder: `${CDC_CONNECTOR_PG_PASSWORD:-${CDC_PG_PASSWORD:-}}`.
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^{}]*\})*))?\}")
 
 
 class ConfigError(ValueError):
@@ -71,7 +70,7 @@ class Change:
 
 
 def is_secret(key: str) -> bool:
-    return bool(_SECRET.search(key))
+    return is_secret_key(key)  # one vocabulary of secret keys for every edge (cdc_consumer.secrets)
 
 
 def mask(config: Mapping[str, str]) -> dict[str, str]:
@@ -102,7 +101,7 @@ def substitute(value: str, env: Mapping[str, str], *, key: str = "value") -> str
         var, default = match.group(1), match.group(2)
         current = env.get(var)
         if default is not None:
-            return current if current else default
+            return current if current else substitute(default, env, key=key)
         if current is None:
             raise ConfigError(f"{key}: environment variable {var} is not set (referenced as ${{{var}}})")
         return current

@@ -1,6 +1,8 @@
 """Kafka Connect REST edge: a thin client on `requests` whose failures are named exceptions.
 
-Only the calls the CLI needs. Connect answers 409 while its workers rebalance (e.g. right after another
+Only the calls the CLI needs. HTTPS with a CA of one's own (`CDC_CONNECT_CA`) and basic auth
+(`CDC_CONNECT_USERNAME`/`_PASSWORD`, or `https://user:password@host` in the URL: split off at once, so the
+client's `url`, and every message, never holds the password). Connect answers 409 while its workers rebalance (e.g. right after another
 connector was created); those calls are retried briefly before giving up.
 """
 
@@ -12,6 +14,9 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import requests
+
+from cdc_consumer.config import HttpAuth
+from cdc_consumer.secrets import redact, split_url_credentials
 
 RUNNING, FAILED, PAUSED, STOPPED = "RUNNING", "FAILED", "PAUSED", "STOPPED"
 
@@ -34,6 +39,10 @@ class ConnectRequestFailed(ConnectError):
     def __init__(self, message: str, status: int):
         super().__init__(message)
         self.status = status
+
+
+class ConnectAuthFailed(ConnectRequestFailed):
+    """Connect refused our credentials (HTTP 401) or our access (403)."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +106,18 @@ def root_cause(trace: str | None) -> str | None:
 
 class ConnectClient:
     def __init__(self, url: str, *, timeout: float = 10.0, rebalance_wait: float = 15.0,
-                 session: requests.Session | None = None):
-        self.url = url.rstrip("/")
+                 session: requests.Session | None = None, auth: HttpAuth | None = None):
+        clean, user, password = split_url_credentials(url.rstrip("/"))
+        auth = auth or HttpAuth()
+        if user is not None:  # credentials written in the URL win over the environment's
+            auth = HttpAuth(user, password, auth.ca)
+        self.url = clean
         self.timeout = timeout
         self.rebalance_wait = rebalance_wait
         self.session = session or requests.Session()
+        self._secrets = tuple(s for s in (auth.password,) if s)
+        # Passed with every request: a session-level `verify` would lose to REQUESTS_CA_BUNDLE in the environment.
+        self._auth_kwargs = auth.requests_kwargs()
 
     # --- calls -------------------------------------------------------------------------------------
 
@@ -175,6 +191,14 @@ class ConnectClient:
             if response.status_code != 409 or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)  # rebalance in progress: Connect asks to retry
+        if response.status_code in (401, 403):
+            raise ConnectAuthFailed(
+                f"Kafka Connect at {self.url} refused the request: HTTP {response.status_code} "
+                f"({'wrong or missing username/password' if response.status_code == 401 else 'not allowed'}; "
+                "set CDC_CONNECT_USERNAME/CDC_CONNECT_PASSWORD)", response.status_code)
+        if response.status_code == 400 and self.url.startswith("http:") and "Bad Message" in response.text:
+            raise ConnectUnavailable(f"Kafka Connect at {self.url}: the port answered a plain HTTP request with "
+                                     "HTTP 400 (it probably requires TLS: use https:// and CDC_CONNECT_CA)")
         if response.status_code == 404 and path.startswith("/connectors/"):
             raise ConnectorNotFound(f"connector {path.split('/')[2]!r} does not exist on {self.url}")
         if response.status_code >= 400:
@@ -185,9 +209,10 @@ class ConnectClient:
 
     def _send(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
-            return self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
+            return self.session.request(method, self.url + path, timeout=self.timeout, **self._auth_kwargs, **kwargs)
         except requests.RequestException as exc:
-            raise ConnectUnavailable(f"Kafka Connect unreachable at {self.url}: {_reason(exc)}") from exc
+            raise ConnectUnavailable(f"Kafka Connect unreachable at {self.url}: "
+                                     f"{redact(_reason(exc), self._secrets)}") from None
 
 
 def _seg(name: str) -> str:
@@ -203,6 +228,18 @@ def _message(response: requests.Response) -> str:
 
 def _reason(exc: requests.RequestException) -> str:
     """The socket-level reason (e.g. "[Errno 111] Connection refused") rather than urllib3's long repr."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            detail = re.search(r"certificate verify failed: ([^(\'\")]+)", text)
+            return "TLS: server certificate not trusted" + (f" ({detail.group(1).strip()})" if detail else "") \
+                + " — set CDC_CONNECT_CA to the CA that signed it"
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
+            return "TLS handshake failed: the port does not speak TLS (use http://)"
+        return "TLS handshake failed: " + text[:200]
+    if isinstance(exc, requests.exceptions.ConnectionError) and \
+            re.search(r"RemoteDisconnected|Connection aborted|reset by peer", str(exc)):
+        return "connection closed without an answer (does the port require https://?)"
     if isinstance(exc, requests.Timeout):
         return "no answer before the timeout"
     errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
 from cdc_consumer import cql_session, pg
-from cdc_consumer.config import CassandraSettings, PostgresSettings
+from cdc_consumer.config import CassandraSettings, HttpAuth, KafkaSettings, PostgresSettings
 from connectors import slots
 from connectors.config import ConfigError, load_template, render
 from connectors.connect_client import (
@@ -57,6 +57,8 @@ class Targets:
     group: str
     cassandra: CassandraSettings
     skip: frozenset[str] = frozenset()
+    kafka: KafkaSettings | None = None  # client properties (security); None: plain kafka_bootstrap
+    connect_auth: HttpAuth = HttpAuth()
 
 
 @dataclass
@@ -157,7 +159,7 @@ class CaptureSettings:
 def gather(targets: Targets, thresholds: Thresholds, *, now: datetime | None = None) -> HealthReport:
     now = now or datetime.now(UTC)
     report = HealthReport(checked_at=now)
-    client = ConnectClient(targets.connect_url, timeout=5, rebalance_wait=5)
+    client = ConnectClient(targets.connect_url, timeout=5, rebalance_wait=5, auth=targets.connect_auth)
     live_config = None
     if "connector" not in targets.skip:
         report.connector, live_config = connector_health(client, targets.connector)
@@ -165,7 +167,8 @@ def gather(targets: Targets, thresholds: Thresholds, *, now: datetime | None = N
     if "slot" not in targets.skip:
         report.slot = slot_health(targets.postgres, capture.slot_name)
     if "consumer" not in targets.skip:
-        report.consumer = consumer_health(targets.kafka_bootstrap, targets.group, capture.topics)
+        report.consumer = consumer_health(targets.kafka or KafkaSettings(targets.kafka_bootstrap), targets.group,
+                                          capture.topics)
     if "cassandra" not in targets.skip:
         report.sink = sink_health(targets.cassandra, now)
     report.problems = judge(report, thresholds)
@@ -214,14 +217,21 @@ def slot_health(postgres: PostgresSettings, slot_name: str) -> SlotHealth:
     return health
 
 
-def consumer_health(bootstrap: str, group: str, topics: Iterable[str]) -> ConsumerHealth:
-    from confluent_kafka import Consumer, TopicPartition
+def consumer_health(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> ConsumerHealth:
+    from confluent_kafka import TopicPartition
+
+    from cdc_consumer import kafka_clients
 
     health = ConsumerHealth(group)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
-                         "socket.timeout.ms": 5000, "logger": _quiet_logger()})
+    watch = kafka_clients.ErrorWatch(kafka)
     try:
-        metadata = consumer.list_topics(timeout=5)
+        consumer = kafka_clients.consumer(kafka, {"group.id": group, "enable.auto.commit": False,
+                                                  "socket.timeout.ms": 5000}, watch=watch)
+    except kafka_clients.KafkaConfigError as exc:
+        health.error = str(exc)
+        return health
+    try:
+        metadata = kafka_clients.metadata(consumer, kafka, watch, timeout=5)
         partitions = []
         for topic in topics:
             if topic not in metadata.topics:
@@ -234,8 +244,11 @@ def consumer_health(bootstrap: str, group: str, topics: Iterable[str]) -> Consum
             position = tp.offset if tp.offset >= 0 else None
             lag = high - (position if position is not None else low)
             health.partitions.append(PartitionLag(tp.topic, tp.partition, position, high, max(lag, 0)))
+    except kafka_clients.KafkaUnavailable as exc:
+        health.error = str(exc)
     except Exception as exc:  # noqa: BLE001
-        health.error = f"Kafka at {bootstrap}: {_short(exc)}"
+        watch.serve(consumer)
+        health.error = kafka_clients.describe_failure(kafka, watch, exc)
     finally:
         consumer.close()
     return health
@@ -404,10 +417,3 @@ def _first_line(text: str | None) -> str:
 
 def _short(exc: BaseException) -> str:
     return _first_line(str(exc)) if str(exc).strip() else type(exc).__name__
-
-
-def _quiet_logger():
-    """librdkafka logs connection errors to stderr; route them to Python logging instead."""
-    import logging
-
-    return logging.getLogger("cdc.status.kafka")

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from cdc_consumer import pg
-from cdc_consumer.commands.options import connect_url_option, pg_dsn_option, settings
+from cdc_consumer.commands.options import connect_client, connect_url_option, pg_dsn_option, settings
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from connectors import slots
@@ -88,7 +88,7 @@ def register_connector(config_file: str | None, fmt: str | None, name: str | Non
         desired = render(load_template(template), env, overrides=parse_overrides(overrides), name=name)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    client = ConnectClient(connect_url)
+    client = connect_client(connect_url)
     with service_errors():
         validation = client.validate(desired.config)
         if not validation.ok:
@@ -173,7 +173,7 @@ def connector_status(name: str, connect_url: str) -> None:
     from connectors.health import ConnectorHealth
 
     with service_errors():
-        state = ConnectClient(connect_url).status(name)
+        state = connect_client(connect_url).status(name)
     Console(highlight=False).print(connector_table(ConnectorHealth(name, state)))
     if state.failures:
         _report_failures(state)
@@ -187,7 +187,7 @@ def connector_status(name: str, connect_url: str) -> None:
 @timeout_option(30.0)
 def connector_pause(name: str, connect_url: str, timeout: float) -> None:
     """Pause the connector and its tasks (the slot stays; WAL accumulates until resumed)."""
-    _change_state(ConnectClient(connect_url), name, "pause", PAUSED, timeout)
+    _change_state(connect_client(connect_url), name, "pause", PAUSED, timeout)
 
 
 @connector.command("resume")
@@ -196,7 +196,7 @@ def connector_pause(name: str, connect_url: str, timeout: float) -> None:
 @timeout_option(30.0)
 def connector_resume(name: str, connect_url: str, timeout: float) -> None:
     """Resume a paused connector."""
-    _change_state(ConnectClient(connect_url), name, "resume", RUNNING, timeout)
+    _change_state(connect_client(connect_url), name, "resume", RUNNING, timeout)
 
 
 def _change_state(client: ConnectClient, name: str, action: str, target: str, timeout: float) -> None:
@@ -225,7 +225,7 @@ def _await_state(client: ConnectClient, name: str, target: str, timeout: float) 
 def connector_restart(name: str, connect_url: str) -> None:
     """Restart the connector and its failed tasks."""
     with service_errors():
-        ConnectClient(connect_url).restart(name, include_tasks=True, only_failed=True)
+        connect_client(connect_url).restart(name, include_tasks=True, only_failed=True)
     click.echo(f"connector {name}: restart requested (connector and failed tasks)")
 
 
@@ -244,7 +244,7 @@ def connector_delete(name: str, connect_url: str, pg_dsn: str, drop_slot: bool, 
     slot's stream) are reset as well, so a connector registered again under this name starts afresh
     with its initial snapshot instead of failing on a position the server no longer has.
     """
-    client = ConnectClient(connect_url)
+    client = connect_client(connect_url)
     with service_errors():
         config = client.get_config(name)
         if config is None:

@@ -15,13 +15,15 @@ import threading
 import click
 import orjson
 
-from cdc_consumer import cql_session
+from cdc_consumer import cql_session, kafka_clients
 from cdc_consumer.commands.options import (
     cassandra_options,
     cassandra_settings,
     kafka_option,
+    registry_client,
     registry_option,
 )
+from cdc_consumer.config import KafkaSettings
 from cdc_consumer.consumer import (
     DEFAULT_TOPICS,
     ON_TRUNCATE,
@@ -70,7 +72,7 @@ def make_decoder(fmt: str, registry: str):
             AvroDecoder,  # imported lazily: only Avro users need the registry client
         )
 
-        return AvroDecoder(registry).decode
+        return AvroDecoder(registry_client(registry)).decode
     from cdc_consumer.decoder import Decoder
 
     return Decoder().decode
@@ -119,7 +121,7 @@ def _configure_logging(log_format: str) -> None:
               help="Seconds between progress lines (events/s, lag, DLQ count); 0 = none.")
 @click.option("--drain-timeout", type=click.FloatRange(0), default=30.0, show_default=True,
               help="Seconds to wait for in-flight writes on shutdown or partition revoke.")
-def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, registry: str, group: str, topics: str,
+def consume(kafka: KafkaSettings, cassandra_hosts: str, cassandra_keyspace: str, registry: str, group: str, topics: str,
             mapping_file: str | None, fmt: str, dlq_template: str, on_truncate: str, from_beginning: bool,
             batch_size: int, max_in_flight: int, max_batch_rows: int, metrics_port: int | None, log_format: str,
             progress_every: float, drain_timeout: float) -> None:
@@ -135,8 +137,9 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
     except (InvalidIdentifier, MappingError, ValueError) as exc:
         raise StartupError(str(exc)) from exc
     try:
+        kafka_clients.probe(kafka)  # a wrong password or CA fails here, named, instead of a silent retry loop
         cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, keyspace))
-    except ServiceUnavailable as exc:
+    except (ServiceUnavailable, kafka_clients.KafkaUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
         schemas = describe_tables(session, keyspace)
@@ -153,12 +156,12 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
             except OSError as exc:
                 raise StartupError(f"--metrics-port {metrics_port}: {exc.strerror}") from exc
         consumer = ChangeConsumer(
-            ConsumerSettings(bootstrap, group, tuple(t.strip() for t in topics.split(",") if t.strip()),
+            ConsumerSettings(kafka.bootstrap, group, tuple(t.strip() for t in topics.split(",") if t.strip()),
                              from_beginning, batch_size, on_truncate=on_truncate, drain_timeout=drain_timeout,
-                             progress_every=progress_every),
+                             progress_every=progress_every, kafka_config=dict(kafka.properties)),
             decode, mapping,
             CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
-            DeadLetterQueue(bootstrap, topic_template=dlq_template), metrics)
+            DeadLetterQueue(kafka.bootstrap, topic_template=dlq_template, kafka=kafka), metrics)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import click
 import orjson
 
-from cdc_consumer.commands.options import kafka_option, registry_option
+from cdc_consumer.commands.options import kafka_option, registry_client, registry_option
+from cdc_consumer.config import KafkaSettings
 from cdc_consumer.events import DecodeError
 from cdc_consumer.render import event_to_json, to_jsonable
 
@@ -51,7 +52,7 @@ class BadLine(ValueError):
 @registry_option
 @kafka_option
 def decode(input_file, topic: str | None, from_beginning: bool, max_records: int | None,
-           idle_timeout: float | None, fmt: str, schemas_file: str | None, registry: str, bootstrap: str) -> None:
+           idle_timeout: float | None, fmt: str, schemas_file: str | None, registry: str, kafka: KafkaSettings) -> None:
     """Decode Debezium change events exactly and print one JSON object per record."""
     if (input_file is None) == (topic is None):
         raise click.UsageError("give exactly one of --input FILE (or -) and --topic T")
@@ -61,7 +62,7 @@ def decode(input_file, topic: str | None, from_beginning: bool, max_records: int
     if input_file is not None:
         records = _file_records(input_file, base64_bytes=(fmt == "avro"))
     else:
-        records = _kafka_records(bootstrap, topic, from_beginning, idle_timeout)
+        records = _kafka_records(kafka, topic, from_beginning, idle_timeout)
     failed = _print_decoded(decoder, records, max_records)
     if failed:
         click.echo(f"{failed} record(s) could not be decoded", err=True)
@@ -74,10 +75,10 @@ def _make_decoder(fmt: str, registry: str, schemas_file: str | None):
 
         return Decoder()
     from cdc_consumer.avro import AvroDecoder
-    from cdc_consumer.schema_registry import RegistryClient, SchemaFile
+    from cdc_consumer.schema_registry import SchemaFile
 
     if schemas_file is None:
-        return AvroDecoder(RegistryClient(registry))
+        return AvroDecoder(registry_client(registry))
     try:
         return AvroDecoder(SchemaFile(schemas_file))
     except ValueError as exc:
@@ -146,25 +147,27 @@ def _field_bytes(text: Any, base64_bytes: bool, what: str) -> bytes | None:
         raise BadLine(f"{what} is not base64: {exc}") from None
 
 
-def _kafka_records(bootstrap: str, topic: str, from_beginning: bool,
+def _kafka_records(kafka: KafkaSettings, topic: str, from_beginning: bool,
                    idle_timeout: float | None) -> Iterator[RawRecord]:
     """Records of every partition of `topic`, read without a consumer group (nothing is committed)."""
     from confluent_kafka import (
         OFFSET_BEGINNING,
         OFFSET_END,
-        Consumer,
         KafkaError,
-        KafkaException,
         TopicPartition,
     )
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"cdc-decode-{uuid.uuid4().hex[:12]}",
-                         "enable.auto.commit": False, "enable.partition.eof": False})
+    from cdc_consumer import kafka_clients
+
+    watch = kafka_clients.ErrorWatch(kafka)
+    consumer = kafka_clients.consumer(kafka, {"group.id": f"cdc-decode-{uuid.uuid4().hex[:12]}",
+                                              "enable.auto.commit": False, "enable.partition.eof": False},
+                                      watch=watch)
     try:
         try:
-            partitions = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        except KafkaException as exc:
-            raise click.ClickException(f"Kafka at {bootstrap}: {exc}") from exc
+            partitions = kafka_clients.metadata(consumer, kafka, watch, timeout=10, topic=topic).topics.get(topic)
+        except kafka_clients.KafkaUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
         if partitions is None or partitions.error is not None:
             raise click.ClickException(f"topic {topic!r}: {partitions.error.str() if partitions else 'not found'}")
         start = OFFSET_BEGINNING if from_beginning else OFFSET_END

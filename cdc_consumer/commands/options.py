@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import click
 
-from cdc_consumer.config import CassandraSettings, PostgresSettings, Settings
+from cdc_consumer.config import CassandraSettings, KafkaSettings, PostgresSettings, Settings
 
 
 def settings() -> Settings:
@@ -22,8 +25,44 @@ def pg_dsn_option(f):
 
 
 def kafka_option(f):
+    """`--bootstrap` and a repeatable `--kafka-config key=value` (on top of the CDC_KAFKA_CONFIG file); the
+    command receives them as one validated `kafka: KafkaSettings`."""
+
+    @functools.wraps(f)
+    def with_kafka(*args, bootstrap: str, kafka_config: tuple[str, ...], **kwargs):
+        return f(*args, kafka=kafka_settings(bootstrap, kafka_config), **kwargs)
+
+    with_kafka = click.option("--kafka-config", "kafka_config", multiple=True, metavar="KEY=VALUE",
+                              help="librdkafka client property on top of the CDC_KAFKA_CONFIG file (repeatable), "
+                                   "e.g. security.protocol=SASL_SSL.")(with_kafka)
     return click.option("--bootstrap", envvar="CDC_KAFKA_BOOTSTRAP", default=lambda: settings().kafka_bootstrap,
-                        show_default="CDC_KAFKA_BOOTSTRAP or 127.0.0.1:9092", help="Kafka bootstrap servers.")(f)
+                        show_default="CDC_KAFKA_BOOTSTRAP or 127.0.0.1:9092", help="Kafka bootstrap servers.")(with_kafka)
+
+
+def kafka_settings(bootstrap: str, pairs: tuple[str, ...] = ()) -> KafkaSettings:
+    """The environment's Kafka settings with --bootstrap and --kafka-config applied, checked by librdkafka."""
+    from cdc_consumer import kafka_clients
+
+    try:
+        kafka = settings().kafka.with_overrides(kafka_clients.parse_pairs(pairs), bootstrap=bootstrap)
+        kafka_clients.validate(kafka)
+    except kafka_clients.KafkaConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    return kafka
+
+
+def connect_client(connect_url: str, **kwargs):
+    """A Kafka Connect REST client for --connect-url with the environment's basic auth and CA."""
+    from connectors.connect_client import ConnectClient
+
+    return ConnectClient(connect_url, auth=settings().connect_auth, **kwargs)
+
+
+def registry_client(registry: str):
+    """A schema registry client for --registry with the environment's basic auth and CA."""
+    from cdc_consumer.schema_registry import RegistryClient
+
+    return RegistryClient(registry, auth=settings().registry_auth)
 
 
 def connect_url_option(f):
@@ -60,7 +99,8 @@ def postgres_settings(pg_dsn: str) -> PostgresSettings:
 
 
 def cassandra_settings(cassandra_hosts: str, cassandra_keyspace: str) -> CassandraSettings:
-    """Cassandra settings for --cassandra-hosts / --cassandra-keyspace values (port and protocol from env)."""
+    """Cassandra settings for --cassandra-hosts / --cassandra-keyspace values (port, protocol, credentials,
+    TLS, DC and consistency from the environment)."""
     base = settings().cassandra
     hosts = tuple(h.strip() for h in cassandra_hosts.split(",") if h.strip())
-    return CassandraSettings(hosts or base.hosts, base.port, cassandra_keyspace, base.protocol_version)
+    return dataclasses.replace(base, hosts=hosts or base.hosts, keyspace=cassandra_keyspace)

@@ -23,7 +23,9 @@ from cdc_consumer.commands.options import (
     kafka_option,
     pg_dsn_option,
     postgres_settings,
+    settings,
 )
+from cdc_consumer.config import KafkaSettings
 from connectors.connect_client import RUNNING, trace_head
 from connectors.health import (
     DEFAULT_GROUP,
@@ -59,15 +61,15 @@ from connectors.health import (
 @kafka_option
 @cassandra_options
 def status(as_json: bool, connector_name: str, group: str, max_wal_bytes: int, max_lag: int | None,
-           max_freshness_s: float | None, skip: tuple[str, ...], connect_url: str, pg_dsn: str, bootstrap: str,
+           max_freshness_s: float | None, skip: tuple[str, ...], connect_url: str, pg_dsn: str, kafka: KafkaSettings,
            cassandra_hosts: str, cassandra_keyspace: str) -> None:
     """Connector and tasks, replication slot, consumer lag, Cassandra freshness — and whether all is well."""
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # driver chatter would break the one screen
     targets = Targets(
         connector=connector_name, connect_url=connect_url,
-        postgres=postgres_settings(pg_dsn), kafka_bootstrap=bootstrap, group=group,
+        postgres=postgres_settings(pg_dsn), kafka_bootstrap=kafka.bootstrap, group=group,
         cassandra=cassandra_settings(cassandra_hosts, cassandra_keyspace),
-        skip=frozenset(skip))
+        skip=frozenset(skip), kafka=kafka, connect_auth=settings().connect_auth)
     report = gather(targets, Thresholds(max_wal_bytes, max_lag, max_freshness_s))
     if as_json:
         click.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
