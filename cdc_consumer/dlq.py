@@ -1,10 +1,20 @@
 """Dead-letter queue: records that cannot be decoded or mapped, republished unchanged with error headers.
 
 The original key, value and headers are kept byte for byte; these headers are added:
-`cdc.error` (the reason), `cdc.error.type`, `cdc.original.topic`, `cdc.original.partition`,
-`cdc.original.offset`. A record's token is released only once the broker acknowledged its DLQ copy
-(acks=all, idempotent producer), so the consumer never commits past a bad record it has not parked.
-A failed delivery is produced again after a backoff, never dropped.
+`cdc.error` (the message), `cdc.error.type` (the error's name, e.g. InvalidJson, UnmappableRecord),
+`cdc.error.edge` (decoder, registry, mapping, cassandra), `cdc.error.class` (the library exception's
+class, e.g. InvalidRequest), `cdc.error.reason` (a short tag, e.g. invalid_value),
+`cdc.original.topic`, `cdc.original.partition`, `cdc.original.offset`, and `cdc.dlq.attempt` (1 when
+first parked; `cdc dlq replay` re-parks a record that still fails with attempt + 1). Messages are
+redacted (`errors.redact`): no credential reaches a header. A replayed record's older error headers are
+replaced, not repeated.
+
+A record's token is released only once the broker acknowledged its DLQ copy (acks=all, idempotent
+producer), so the consumer never commits past a bad record it has not parked. Delivery failures are
+classified by `classify_kafka_error`: a transient one (broker away, timeout) is produced again after a
+backoff, at most `max_attempts` times (each attempt bounded by `message.timeout.ms`); a fatal one
+(authorization, unknown topic, a message too large) or running out of attempts makes `raise_if_failed`
+raise FatalError("DLQ topic ... not writable"): the consumer exits non-zero instead of retrying forever.
 """
 
 from __future__ import annotations
@@ -18,11 +28,45 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cdc_consumer.errors import CdcError, FatalError, TransientError, backoff_delay, redact
+
 log = logging.getLogger(__name__)
 
 DEFAULT_TOPIC_TEMPLATE = "{topic}.dlq"
-ERROR_HEADERS = ("cdc.error", "cdc.error.type", "cdc.original.topic", "cdc.original.partition",
-                 "cdc.original.offset")
+ERROR_HEADERS = ("cdc.error", "cdc.error.type", "cdc.error.edge", "cdc.error.class", "cdc.error.reason",
+                 "cdc.original.topic", "cdc.original.partition", "cdc.original.offset", "cdc.dlq.attempt")
+ATTEMPT_HEADER = "cdc.dlq.attempt"
+
+# Delivery errors that no retry can fix: the DLQ topic is not writable for this process.
+_FATAL_CODES = frozenset(getattr(KafkaError, name) for name in (
+    "TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "SASL_AUTHENTICATION_FAILED", "_AUTHENTICATION",
+    "UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_RECORD",
+    "RECORD_LIST_TOO_LARGE", "POLICY_VIOLATION", "INVALID_REQUIRED_ACKS", "TOPIC_DELETION_DISABLED",
+) if hasattr(KafkaError, name))
+
+
+def classify_kafka_error(error: KafkaError, topic: str = "") -> CdcError:
+    """Kafka edge: a delivery (or consumer) error -> TransientError (retry) or FatalError (stop)."""
+    message = redact(f"{error.name()}: {error.str()}")
+    if error.fatal() or error.code() in _FATAL_CODES:
+        return FatalError(f"DLQ topic {topic} not writable: {message}" if topic else message, edge="kafka",
+                          reason="kafka_fatal", error_class=error.name())
+    return TransientError(message, edge="kafka", reason="kafka_unavailable", error_class=error.name())
+
+
+def error_headers(*, topic: str, partition: int, offset: int, error_type: str, reason: str, edge: str,
+                  error_class: str, reason_tag: str, attempt: int) -> list[tuple[str, bytes]]:
+    return [
+        ("cdc.error", redact(reason).encode("utf-8", "replace")),
+        ("cdc.error.type", error_type.encode()),
+        ("cdc.error.edge", edge.encode()),
+        ("cdc.error.class", error_class.encode()),
+        ("cdc.error.reason", reason_tag.encode()),
+        ("cdc.original.topic", topic.encode()),
+        ("cdc.original.partition", str(partition).encode()),
+        ("cdc.original.offset", str(offset).encode()),
+        (ATTEMPT_HEADER, str(attempt).encode()),
+    ]
 
 
 def dlq_topic(template: str, topic: str) -> str:
@@ -45,13 +89,16 @@ class _Parked:
 
 class DeadLetterQueue:
     def __init__(self, bootstrap: str, *, topic_template: str = DEFAULT_TOPIC_TEMPLATE,
-                 create_topics: bool = True, retry_max: float = 5.0, extra_config: dict | None = None) -> None:
+                 create_topics: bool = True, retry_max: float = 5.0, max_attempts: int = 3,
+                 delivery_timeout: float = 30.0, extra_config: dict | None = None) -> None:
         dlq_topic(topic_template, "x")  # validate the template up front
         self.topic_template = topic_template
         self.create_topics = create_topics
         self.retry_max = retry_max
+        self.max_attempts = max_attempts
+        self.fatal: FatalError | None = None
         config = {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                  "linger.ms": 5, **(extra_config or {})}
+                  "linger.ms": 5, "message.timeout.ms": int(delivery_timeout * 1000), **(extra_config or {})}
         self._producer = Producer(config)
         self._admin = AdminClient({"bootstrap.servers": bootstrap}) if create_topics else None
         self._known_topics: set[str] = set()
@@ -61,21 +108,26 @@ class DeadLetterQueue:
         self.sent = 0
 
     def send(self, token: Hashable, *, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, headers: list[tuple[str, bytes]] | None, error_type: str, reason: str) -> str:
-        """Park one record; its token comes back from poll() once the DLQ copy is acknowledged."""
-        target = dlq_topic(self.topic_template, topic)
+             value: bytes | None, headers: list[tuple[str, bytes]] | None, error_type: str, reason: str,
+             edge: str = "decoder", error_class: str | None = None, reason_tag: str = "", attempt: int = 1,
+             target: str | None = None) -> str:
+        """Park one record; its token comes back from poll() once the DLQ copy is acknowledged.
+        `target` overrides the templated DLQ topic (a replay re-parks into the DLQ it read from)."""
+        target = target or dlq_topic(self.topic_template, topic)
         self._ensure_topic(target)
-        error_headers = [
-            ("cdc.error", reason.encode("utf-8", "replace")),
-            ("cdc.error.type", error_type.encode()),
-            ("cdc.original.topic", topic.encode()),
-            ("cdc.original.partition", str(partition).encode()),
-            ("cdc.original.offset", str(offset).encode()),
-        ]
-        parked = _Parked(token, target, key, value, [*(headers or []), *error_headers])
+        kept = [(k, v) for k, v in headers or () if k not in ERROR_HEADERS]
+        added = error_headers(topic=topic, partition=partition, offset=offset, error_type=error_type, reason=reason,
+                              edge=edge, error_class=error_class or error_type, reason_tag=reason_tag or error_type,
+                              attempt=attempt)
+        parked = _Parked(token, target, key, value, [*kept, *added])
         self.pending += 1
         self._produce(parked)
         return target
+
+    def raise_if_failed(self) -> None:
+        """FatalError once a DLQ copy could not be delivered for good (the consumer exits non-zero)."""
+        if self.fatal is not None:
+            raise self.fatal
 
     def poll(self, timeout: float = 0.0) -> list[Hashable]:
         """Serve delivery reports and due retries; return tokens whose DLQ copy is acknowledged."""
@@ -90,13 +142,13 @@ class DeadLetterQueue:
     def flush(self, timeout: float) -> bool:
         """Wait until every parked record is acknowledged (True) or the deadline passes."""
         deadline = time.monotonic() + timeout
-        while self.pending:
+        while self.pending and self.fatal is None:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             self._producer.flush(min(remaining, 0.1))
             self.poll(0)
-        return True
+        return not self.pending
 
     def close(self, timeout: float = 10.0) -> bool:
         return self.flush(timeout)
@@ -117,9 +169,18 @@ class DeadLetterQueue:
             self.sent += 1
             self._delivered.append(parked.token)
             return
-        delay = min(self.retry_max, 0.2 * 2 ** (parked.attempts - 1))
-        log.warning("DLQ delivery to %s failed (attempt %d, retry in %.1fs): %s", parked.topic, parked.attempts,
-                    delay, error)
+        classified = classify_kafka_error(error, parked.topic)
+        if isinstance(classified, TransientError) and parked.attempts >= self.max_attempts:
+            classified = FatalError(f"DLQ topic {parked.topic} not writable: {parked.attempts} delivery attempts "
+                                    f"failed, the last with {classified.message}", edge="kafka",
+                                    reason="dlq_unwritable", error_class=classified.error_class)
+        if isinstance(classified, FatalError):
+            log.error("%s", classified.message)
+            self.fatal = self.fatal or classified
+            return  # never acknowledged: the consumer stops without committing past this record
+        delay = backoff_delay(parked.attempts, 0.2, self.retry_max)
+        log.warning("DLQ delivery to %s failed (attempt %d of %d, retry in %.1fs): %s", parked.topic,
+                    parked.attempts, self.max_attempts, delay, classified.message)
         parked.retry_at = time.monotonic() + delay
         self._retry.append(parked)
 

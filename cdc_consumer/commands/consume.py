@@ -29,6 +29,7 @@ from cdc_consumer.consumer import (
     ConsumerSettings,
 )
 from cdc_consumer.dlq import DEFAULT_TOPIC_TEMPLATE, DeadLetterQueue, dlq_topic
+from cdc_consumer.errors import FatalError
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from cdc_consumer.mapping import (
     MappingError,
@@ -37,6 +38,7 @@ from cdc_consumer.mapping import (
     load_mapping,
 )
 from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.pause_state import PauseStateFile
 from cdc_consumer.pg import ServiceUnavailable
 from cdc_consumer.sink import CassandraSink
 
@@ -158,12 +160,15 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
                              progress_every=progress_every),
             decode, mapping,
             CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
-            DeadLetterQueue(bootstrap, topic_template=dlq_template), metrics)
+            DeadLetterQueue(bootstrap, topic_template=dlq_template), metrics, PauseStateFile(group))
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
         _tune_gc()
-        drained = consumer.run(stop)
+        try:
+            drained = consumer.run(stop)
+        except FatalError as exc:  # permanent for the process: a clear message, exit 1, no traceback
+            raise click.ClickException(f"{exc.edge}: {exc.message}") from exc
     finally:
         cluster.shutdown()
     if not drained:
