@@ -25,6 +25,7 @@ VERBS: dict[str, str] = {
     "snapshot": "cdc_consumer.commands.connector:snapshot",
     "consume": "cdc_consumer.commands.consume:consume",
     "verify": "cdc_consumer.commands.verify:verify",
+    "dlq": "cdc_consumer.commands.dlq:dlq",
 }
 
 

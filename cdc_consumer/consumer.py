@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPICS = r"^cdc\.public\.(ticker_24h|klines|order_book|trades)$"
 ON_TRUNCATE = ("ignore", "dlq")
 
+IGNORE = "<ignore>"  # a record_filter's answer for a record this run must not handle nor commit past
 DecodeFn = Callable[[str, Any, Any, Any, int, int], ChangeEvent]
 
 
@@ -144,7 +145,8 @@ class Totals:
 class ChangeConsumer:
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
                  sink: CassandraSink, dlq: DeadLetterQueue, metrics: ConsumerMetrics | None = None,
-                 pause_file: PauseStateFile | None = None) -> None:
+                 pause_file: PauseStateFile | None = None,
+                 record_filter: Callable[[Any], str | None] | None = None) -> None:
         if settings.on_truncate not in ON_TRUNCATE:
             raise ValueError(f"on_truncate must be one of {', '.join(ON_TRUNCATE)}")
         self.settings = settings
@@ -158,6 +160,8 @@ class ChangeConsumer:
         self.pauses: dict[str, Pause] = {}  # reason -> since when, why
         self.paused = False  # partitions paused (Cassandra or registry waiting)
         self.pause_file = pause_file
+        # message -> None (handle it), a skip reason (done, committed past), or IGNORE (`cdc dlq replay`)
+        self.record_filter = record_filter
         self._held: dict[tuple[str, int], int] = {}  # partitions rewound to a record waiting for the registry
         self._hold_attempts = 0
         self._hold_until = 0.0
@@ -260,9 +264,18 @@ class ChangeConsumer:
         progress = self.progress.get((topic, partition))
         if progress is None:  # a message of a partition we no longer own
             return
+        filtered = self.record_filter(message) if self.record_filter is not None else None
+        if filtered is IGNORE:
+            return  # not this run's (a replay's end): neither tracked nor committed
         progress.add(record)
         self.totals.consumed += 1
         self._consumed_counter(topic).inc()
+        if filtered is not None:
+            self.totals.skipped += 1
+            self.metrics.skipped.labels(topic, filtered).inc()
+            record.done = True
+            self._advance(record)
+            return
         try:
             event = self.decode(topic, message.key(), message.value(), message.headers(), partition, offset)
         except DecodeError as exc:  # error type: the subclass (InvalidJson, UnknownSchemaId, ...)

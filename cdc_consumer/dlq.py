@@ -197,3 +197,44 @@ class DeadLetterQueue:
             if getattr(error, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                 log.warning("could not create DLQ topic %s (producing anyway): %s", topic, exc)
         self._known_topics.add(topic)
+
+
+# --- reading and replaying a DLQ (`cdc dlq list|replay`) ------------------------------------------------
+
+def header_map(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+    """The last value of each header, decoded (error headers are ASCII or UTF-8 text)."""
+    return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or ()}
+
+
+def parked_reason(headers: dict[str, str]) -> str:
+    """What a parked record is counted under: its error type (UnmappableRecord, InvalidJson, ...)."""
+    return headers.get("cdc.error.type", "?")
+
+
+def matches_reason(headers: dict[str, str], reason: str | None) -> bool:
+    """`--reason` matches the error type (e.g. UnmappableRecord) or the reason tag (e.g. invalid_value)."""
+    return reason is None or reason in (headers.get("cdc.error.type"), headers.get("cdc.error.reason"))
+
+
+def replay_group(dlq_topic_name: str, reason: str | None) -> str:
+    """The replay's own consumer group: one per DLQ topic and reason filter, so a filtered replay never
+    marks records of another reason as replayed, and an interrupted replay resumes where it stopped."""
+    return f"cdc-dlq-replay.{dlq_topic_name}" + (f".{reason}" if reason else "")
+
+
+class ReparkingQueue(DeadLetterQueue):
+    """The DLQ a replay parks records that still fail into: the DLQ topic it reads, keeping the record's
+    original topic/partition/offset and incrementing `cdc.dlq.attempt`."""
+
+    def __init__(self, bootstrap: str, dlq_topic_name: str, **kwargs: Any) -> None:
+        super().__init__(bootstrap, create_topics=False, **kwargs)
+        self.dlq_topic_name = dlq_topic_name
+
+    def send(self, token: Hashable, *, topic: str, partition: int, offset: int, key: bytes | None,
+             value: bytes | None, headers: list[tuple[str, bytes]] | None, **error: Any) -> str:
+        parked = header_map(headers)
+        attempt = int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1
+        return super().send(token, topic=parked.get("cdc.original.topic", topic),
+                            partition=int(parked.get("cdc.original.partition", partition)),
+                            offset=int(parked.get("cdc.original.offset", offset)), key=key, value=value,
+                            headers=headers, **{**error, "attempt": attempt, "target": self.dlq_topic_name})
