@@ -11,6 +11,9 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 import orjson
@@ -32,6 +35,7 @@ from cdc_consumer.dlq import DEFAULT_TOPIC_TEMPLATE, DeadLetterQueue, dlq_topic
 from cdc_consumer.errors import FatalError
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from cdc_consumer.mapping import (
+    CompiledMapping,
     MappingError,
     compile_mapping,
     describe_tables,
@@ -128,26 +132,11 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
     """Apply Debezium change events from Kafka to the Cassandra tables of the mapping."""
     _configure_logging(log_format)
     try:
-        keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
         dlq_topic(dlq_template, "x")
-        spec = load_mapping(mapping_file)
-        decode = make_decoder(fmt, registry)
-    except ImportError as exc:
-        raise StartupError(f"--format {fmt} is not available: {exc}") from exc
-    except (InvalidIdentifier, MappingError, ValueError) as exc:
+    except ValueError as exc:
         raise StartupError(str(exc)) from exc
-    try:
-        cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, keyspace))
-    except ServiceUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        schemas = describe_tables(session, keyspace)
-        if not schemas:
-            raise StartupError(f"Cassandra keyspace {keyspace!r} has no tables (run `cdc init`)")
-        try:
-            mapping = compile_mapping(spec, schemas, session.prepare, keyspace)
-        except MappingError as exc:
-            raise StartupError(str(exc)) from exc
+    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry) as (session, mapping,
+                                                                                             decode):
         metrics = ConsumerMetrics()
         if metrics_port:
             try:
@@ -169,10 +158,38 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
             drained = consumer.run(stop)
         except FatalError as exc:  # permanent for the process: a clear message, exit 1, no traceback
             raise click.ClickException(f"{exc.edge}: {exc.message}") from exc
-    finally:
-        cluster.shutdown()
     if not drained:
         raise SystemExit(1)
+
+
+@contextmanager
+def mapped_session(cassandra_hosts: str, cassandra_keyspace: str, mapping_file: str | None, fmt: str,
+                   registry: str) -> Iterator[tuple[Any, CompiledMapping, Any]]:
+    """Check the options, connect to Cassandra and compile the mapping against its live tables; yields
+    (session, mapping, decode) and shuts the cluster down after. A configuration problem exits 2."""
+    try:
+        keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
+        spec = load_mapping(mapping_file)
+        decode = make_decoder(fmt, registry)
+    except ImportError as exc:
+        raise StartupError(f"--format {fmt} is not available: {exc}") from exc
+    except (InvalidIdentifier, MappingError, ValueError) as exc:
+        raise StartupError(str(exc)) from exc
+    try:
+        cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, keyspace))
+    except ServiceUnavailable as exc:
+        raise click.ClickException(str(exc)) from exc
+    try:
+        schemas = describe_tables(session, keyspace)
+        if not schemas:
+            raise StartupError(f"Cassandra keyspace {keyspace!r} has no tables (run `cdc init`)")
+        try:
+            mapping = compile_mapping(spec, schemas, session.prepare, keyspace)
+        except MappingError as exc:
+            raise StartupError(str(exc)) from exc
+        yield session, mapping, decode
+    finally:
+        cluster.shutdown()
 
 
 def _tune_gc() -> None:

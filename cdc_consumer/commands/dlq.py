@@ -23,9 +23,8 @@ import click
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from cdc_consumer import cql_session
-from cdc_consumer.commands.consume import StartupError, make_decoder
-from cdc_consumer.commands.options import cassandra_options, cassandra_settings, kafka_option, registry_option
+from cdc_consumer.commands.consume import make_decoder, mapped_session
+from cdc_consumer.commands.options import cassandra_options, kafka_option, registry_option
 from cdc_consumer.consumer import IGNORE, ChangeConsumer, ConsumerSettings
 from cdc_consumer.dlq import (
     ReparkingQueue,
@@ -35,9 +34,6 @@ from cdc_consumer.dlq import (
     replay_group,
 )
 from cdc_consumer.errors import FatalError
-from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
-from cdc_consumer.mapping import MappingError, compile_mapping, describe_tables, load_mapping
-from cdc_consumer.pg import ServiceUnavailable
 from cdc_consumer.render import event_to_json
 from cdc_consumer.sink import CassandraSink
 
@@ -193,28 +189,13 @@ def _sample(decode, parked: Parked) -> dict:
 def replay(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, registry: str, topic: str,
            reason: str | None, dry_run: bool, mapping_file: str | None, fmt: str, timeout: float) -> None:
     """Re-apply parked records through the current decoder and mapping; re-park those that still fail."""
-    try:
-        keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
-        spec = load_mapping(mapping_file)
-        decode = make_decoder(fmt, registry)
-    except (InvalidIdentifier, MappingError, ValueError) as exc:
-        raise StartupError(str(exc)) from exc
-    try:
-        cluster, session = cql_session.connect(cassandra_settings(cassandra_hosts, keyspace))
-    except ServiceUnavailable as exc:
-        raise click.ClickException(str(exc)) from exc
-    try:
-        try:
-            mapping = compile_mapping(spec, describe_tables(session, keyspace), session.prepare, keyspace)
-        except MappingError as exc:
-            raise StartupError(str(exc)) from exc
+    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry) as (session, mapping,
+                                                                                             decode):
         group = replay_group(topic, reason)
         if dry_run:
             _dry_run(bootstrap, topic, group, reason, decode, mapping)
         else:
             _replay(bootstrap, topic, group, reason, decode, mapping, session, timeout)
-    finally:
-        cluster.shutdown()
 
 
 def _original_topic_decoder(decode):
