@@ -44,6 +44,7 @@ from confluent_kafka import (
 from cdc_consumer.dlq import DeadLetterQueue
 from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.events import ChangeEvent, DecodeError, Op
+from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.mapping import CompiledMapping, UnmappableRecord
 from cdc_consumer.metrics import ConsumerMetrics
 from cdc_consumer.pause_state import Pause, PauseStateFile
@@ -146,7 +147,8 @@ class ChangeConsumer:
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
                  sink: CassandraSink, dlq: DeadLetterQueue, metrics: ConsumerMetrics | None = None,
                  pause_file: PauseStateFile | None = None,
-                 record_filter: Callable[[Any], str | None] | None = None) -> None:
+                 record_filter: Callable[[Any], str | None] | None = None,
+                 evolution: SchemaEvolution | None = None) -> None:
         if settings.on_truncate not in ON_TRUNCATE:
             raise ValueError(f"on_truncate must be one of {', '.join(ON_TRUNCATE)}")
         self.settings = settings
@@ -162,6 +164,7 @@ class ChangeConsumer:
         self.pause_file = pause_file
         # message -> None (handle it), a skip reason (done, committed past), or IGNORE (`cdc dlq replay`)
         self.record_filter = record_filter
+        self.evolution = evolution  # new source columns: ignored and counted, or added (evolution.py)
         self._held: dict[tuple[str, int], int] = {}  # partitions rewound to a record waiting for the registry
         self._hold_attempts = 0
         self._hold_until = 0.0
@@ -319,6 +322,10 @@ class ChangeConsumer:
         return None
 
     def _apply(self, record: Record, message, event: ChangeEvent) -> None:
+        evolution = self.evolution
+        if (evolution is not None and event.after is not None and event.source is not None
+                and evolution.widths.get(event.source.table) != len(event.after)):
+            self.mapping = evolution.check(event) or self.mapping  # FatalError if an ALTER fails
         try:
             writes = self.mapping.writes(event)
         except Exception as exc:  # noqa: BLE001 - UnmappableRecord, or a mapping bug on one record

@@ -62,6 +62,9 @@ class ConsumerMetrics:
                                   ["topic", "partition"], registry=r)
         self.paused = Gauge("cdc_consumer_paused", "1 while consumption waits for this reason (cassandra_unavailable, "
                             "registry_unavailable, kafka_unavailable), else 0", ["reason"], registry=r)
+        self.columns_ignored = Gauge("cdc_source_columns_ignored", "Source columns seen in change events that "
+                                     "the mapping does not write (no schema_evolution: add_columns)", ["table"],
+                                     registry=r)
         for reason in PAUSE_REASONS:  # the series exist (at 0) before the first pause
             self.paused.labels(reason).set(0)
         self.in_flight = Gauge("cdc_writes_in_flight", "Cassandra requests awaiting acknowledgement",

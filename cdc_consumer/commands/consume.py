@@ -33,6 +33,7 @@ from cdc_consumer.consumer import (
 )
 from cdc_consumer.dlq import DEFAULT_TOPIC_TEMPLATE, DeadLetterQueue, dlq_topic
 from cdc_consumer.errors import FatalError
+from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from cdc_consumer.mapping import (
     CompiledMapping,
@@ -135,8 +136,8 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
         dlq_topic(dlq_template, "x")
     except ValueError as exc:
         raise StartupError(str(exc)) from exc
-    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry) as (session, mapping,
-                                                                                             decode):
+    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry) as (session, keyspace,
+                                                                                             mapping, decode):
         metrics = ConsumerMetrics()
         if metrics_port:
             try:
@@ -149,7 +150,8 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
                              progress_every=progress_every),
             decode, mapping,
             CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
-            DeadLetterQueue(bootstrap, topic_template=dlq_template), metrics, PauseStateFile(group))
+            DeadLetterQueue(bootstrap, topic_template=dlq_template), metrics, PauseStateFile(group),
+            evolution=SchemaEvolution(session, keyspace, mapping, metrics))
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
@@ -164,9 +166,9 @@ def consume(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, regis
 
 @contextmanager
 def mapped_session(cassandra_hosts: str, cassandra_keyspace: str, mapping_file: str | None, fmt: str,
-                   registry: str) -> Iterator[tuple[Any, CompiledMapping, Any]]:
+                   registry: str) -> Iterator[tuple[Any, str, CompiledMapping, Any]]:
     """Check the options, connect to Cassandra and compile the mapping against its live tables; yields
-    (session, mapping, decode) and shuts the cluster down after. A configuration problem exits 2."""
+    (session, keyspace, mapping, decode) and shuts the cluster down after. A configuration problem exits 2."""
     try:
         keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
         spec = load_mapping(mapping_file)
@@ -187,7 +189,7 @@ def mapped_session(cassandra_hosts: str, cassandra_keyspace: str, mapping_file: 
             mapping = compile_mapping(spec, schemas, session.prepare, keyspace)
         except MappingError as exc:
             raise StartupError(str(exc)) from exc
-        yield session, mapping, decode
+        yield session, keyspace, mapping, decode
     finally:
         cluster.shutdown()
 

@@ -189,8 +189,8 @@ def _sample(decode, parked: Parked) -> dict:
 def replay(bootstrap: str, cassandra_hosts: str, cassandra_keyspace: str, registry: str, topic: str,
            reason: str | None, dry_run: bool, mapping_file: str | None, fmt: str, timeout: float) -> None:
     """Re-apply parked records through the current decoder and mapping; re-park those that still fail."""
-    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry) as (session, mapping,
-                                                                                             decode):
+    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry) as (session, keyspace,
+                                                                                             mapping, decode):
         group = replay_group(topic, reason)
         if dry_run:
             _dry_run(bootstrap, topic, group, reason, decode, mapping)
