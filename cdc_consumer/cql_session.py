@@ -8,7 +8,6 @@ import struct
 from cassandra import AuthenticationFailed, ConfigurationException, InvalidRequest, Unauthorized
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile, NoHostAvailable, Session
 from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPolicy, TokenAwarePolicy
-
 from cassandra.protocol import SyntaxException
 
 from cdc_consumer.config import CassandraSettings

@@ -12,34 +12,15 @@ import re
 import subprocess
 import time
 
-import psycopg
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
-from cdc_consumer import schema
 from tests.e2e.pipeline import CDC, ChangeStream, Pipeline, cdc, stack
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 
 CHANGES = 10_000
-
-
-@pytest.fixture()
-def pipeline(pg_database, cassandra_session, kafka_bootstrap, connect_url, tmp_path):
-    with psycopg.connect(pg_database) as conn:
-        schema.apply_sql(conn)
-    schema.apply_cql(cassandra_session, cassandra_session.keyspace)
-    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path)
-    p.register()
-    yield p
-    p.stop_consumers()
-    p.delete_connector()
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{p.prefix}.")]
-    if topics:
-        admin.delete_topics(topics)
 
 
 def stream(p: Pipeline, total: int = CHANGES, rate: float = 2_000) -> ChangeStream:

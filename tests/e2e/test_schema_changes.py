@@ -14,9 +14,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 import yaml
-from confluent_kafka.admin import AdminClient
 
-from cdc_consumer import schema
 from cdc_consumer.mapping import default_mapping_path
 from tests.e2e.pipeline import Pipeline
 from tests.integration.consume_support import read_all
@@ -24,22 +22,6 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
 START = datetime(2039, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture()
-def pipeline(pg_database, cassandra_session, kafka_bootstrap, connect_url, tmp_path):
-    with psycopg.connect(pg_database) as conn:
-        schema.apply_sql(conn)
-    schema.apply_cql(cassandra_session, cassandra_session.keyspace)
-    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path)
-    p.register()
-    yield p
-    p.stop_consumers()
-    p.delete_connector()
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{p.prefix}.")]
-    if topics:
-        admin.delete_topics(topics)
 
 
 def free_port() -> int:
@@ -58,7 +40,8 @@ def metric(port: int, name: str, labels: str) -> float | None:
 
 def insert_kline(dsn: str, minute: int, close, **extra) -> None:
     columns = {"symbol": "EVOUSDT", "interval": "1m", "open_time": START + timedelta(minutes=minute),
-               "close_time": START + timedelta(minutes=minute, seconds=59), "close": close, "number_of_trades": minute, **extra}
+               "close_time": START + timedelta(minutes=minute, seconds=59), "close": close,
+               "number_of_trades": minute, **extra}
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"INSERT INTO klines ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})",
                      list(columns.values()))
