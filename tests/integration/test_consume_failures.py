@@ -6,12 +6,15 @@
 - permanent for the process: a mapped Cassandra column dropped while `cdc consume` runs -> exit 1 with
   a message naming the column, nothing committed past unapplied records;
 - transient: Cassandra unreachable -> pause with reason cassandra_unavailable (metric, WARNING, state
-  file for `cdc status`), nothing committed, then converges.
+  file for `cdc status`), nothing committed, then converges; a schema registry answering 5xx -> pause
+  with reason registry_unavailable, nothing parked, then converges.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import threading
 from datetime import UTC, datetime
 
 import orjson
@@ -20,12 +23,16 @@ from cassandra.cluster import Cluster
 from cassandra.policies import ConstantReconnectionPolicy
 from confluent_kafka.admin import AdminClient
 
-from bench.envelopes import kline_stream, ticker_stream
+from bench.envelopes import fixture_records, kline_stream, ticker_stream
 from cdc_consumer import schema
+from cdc_consumer.avro import AvroDecoder
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.pause_state import PauseStateFile, read_states
 from cdc_consumer.sink import CassandraSink
 from tests.integration.consume_support import (
+    FIXTURE_ONLY_TABLES,
+    TOAST_MAPPING,
+    TOAST_TABLE,
     build_consumer,
     cdc_consume,
     committed_offsets,
@@ -35,9 +42,11 @@ from tests.integration.consume_support import (
     read_all,
     running,
     wait_caught_up,
+    write_mapping,
 )
 from tests.integration.tcp_proxy import TcpProxy
 from tests.support import unique_name, wait_until
+from tests.unit.test_avro_registry import Registry
 
 pytestmark = pytest.mark.integration
 PARTITIONS = 3
@@ -201,3 +210,38 @@ def test_cassandra_down_pauses_with_reason_metric_warning_and_state_then_converg
     assert consumer.totals.dlq == 0
     assert not read_states(group, tmp_path)  # removed when the consumer stopped
 
+
+
+def test_a_registry_outage_pauses_without_parking_anything_and_converges_when_it_answers(
+        kafka_bootstrap, kafka_topic, keyspace, tmp_path):
+    """Registry 5xx is transient: the record waiting for its schema is rewound, not parked; the consumer
+    pauses with reason registry_unavailable and applies everything once the registry answers."""
+    keyspace.execute(TOAST_TABLE)
+    records = [(r.key and base64.b64decode(r.key), r.value and base64.b64decode(r.value))
+               for r in fixture_records("pg_avro_confluent.ndjson")]
+    create_topic(kafka_bootstrap, kafka_topic, 1)
+    produce(kafka_bootstrap, kafka_topic, records, partition=0)
+    registry = Registry()
+    registry.fail_next = 10**9  # down: every request answers 500
+    server = threading.Thread(target=registry.server.serve_forever, daemon=True)
+    server.start()
+    group = unique_name("g")
+    mapping = write_mapping(tmp_path, extra_tables=TOAST_MAPPING, skip=FIXTURE_ONLY_TABLES)
+    consumer = build_consumer(kafka_bootstrap, keyspace, kafka_topic, group, mapping,
+                              decode=AvroDecoder(registry.url).decode, retry_initial=0.2, retry_max=1.0)
+    try:
+        with running(consumer):
+            wait_until(lambda: paused_gauge(consumer, "registry_unavailable") == 1, timeout=60,
+                       what="cdc_consumer_paused{reason=registry_unavailable} = 1")
+            wait_until(lambda: len(registry.requests) >= 3, timeout=60, what="several retries of the registry")
+            assert committed_offsets(kafka_bootstrap, group, kafka_topic)[0] < 0  # nothing committed
+            assert consumer.totals.dlq == 0
+            registry.fail_next = 0  # the registry answers again
+            wait_caught_up(kafka_bootstrap, group, kafka_topic, timeout=120)
+            wait_until(lambda: paused_gauge(consumer, "registry_unavailable") == 0, timeout=30,
+                       what="the pause to clear")
+    finally:
+        registry.server.shutdown()
+        registry.server.server_close()
+    assert consumer.totals.dlq == 0 and dlq_messages(kafka_bootstrap, kafka_topic) == []
+    assert consumer.totals.applied == 18  # as with the schemas file (test_consume_avro), none lost
