@@ -41,7 +41,7 @@ ATTEMPT_HEADER = "cdc.dlq.attempt"
 _FATAL_CODES = frozenset(getattr(KafkaError, name) for name in (
     "TOPIC_AUTHORIZATION_FAILED", "CLUSTER_AUTHORIZATION_FAILED", "SASL_AUTHENTICATION_FAILED", "_AUTHENTICATION",
     "UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE", "INVALID_RECORD",
-    "RECORD_LIST_TOO_LARGE", "POLICY_VIOLATION", "INVALID_REQUIRED_ACKS", "TOPIC_DELETION_DISABLED",
+    "RECORD_LIST_TOO_LARGE", "POLICY_VIOLATION", "TOPIC_EXCEPTION", "INVALID_REQUIRED_ACKS", "TOPIC_DELETION_DISABLED",
 ) if hasattr(KafkaError, name))
 
 
@@ -162,6 +162,9 @@ class DeadLetterQueue:
                 return
             except BufferError:  # local queue full: serve deliveries, then try again
                 self._producer.poll(0.1)
+            except KafkaException as exc:  # refused before sending (e.g. unknown topic): a delivery failure
+                self._on_delivery(exc.args[0], parked)
+                return
 
     def _on_delivery(self, error: KafkaError | None, parked: _Parked) -> None:
         if error is None:

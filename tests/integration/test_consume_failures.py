@@ -245,3 +245,23 @@ def test_a_registry_outage_pauses_without_parking_anything_and_converges_when_it
         registry.server.server_close()
     assert consumer.totals.dlq == 0 and dlq_messages(kafka_bootstrap, kafka_topic) == []
     assert consumer.totals.applied == 18  # as with the schemas file (test_consume_avro), none lost
+
+
+def test_a_dlq_topic_that_cannot_be_written_stops_cdc_consume_with_exit_1_and_commits_nothing_past_it(
+        kafka_bootstrap, kafka_topic, keyspace):
+    stream = ticker_stream(20, symbols=2, start=datetime(2040, 1, 1, tzinfo=UTC))
+    records = [*stream.records[:10], (b"{}", b"not json"), *stream.records[10:]]
+    create_topic(kafka_bootstrap, kafka_topic, 1)
+    produce(kafka_bootstrap, kafka_topic, records, partition=0)
+    group = unique_name("g")
+    process = cdc_consume("--topics", kafka_topic, "--group", group, "--cassandra-keyspace", keyspace.keyspace,
+                          "--dlq-topic", "no/such topic/{topic}", "--progress-every", "0")
+    try:
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1, output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith(f"Error: kafka: DLQ topic no/such topic/{kafka_topic} not writable"), output
+    assert "Traceback" not in output
+    assert committed_offsets(kafka_bootstrap, group, kafka_topic)[0] <= 10  # never past the unparked record
