@@ -27,6 +27,7 @@ VERBS: dict[str, str] = {
     "verify": "cdc_consumer.commands.verify:verify",
     "exporter": "cdc_consumer.commands.exporter:exporter",
     "alerts": "cdc_consumer.commands.alerts:alerts",
+    "dlq": "cdc_consumer.commands.dlq:dlq",
 }
 
 

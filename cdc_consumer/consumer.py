@@ -7,9 +7,19 @@ done prefix, so a commit never passes an unapplied record. Writes are idempotent
 the source), so records redelivered after a crash or rebalance change nothing: at-least-once delivery
 plus idempotent writes = exactly once in effect.
 
-While Cassandra rejects writes the sink raises SinkBackpressure: all assigned partitions are paused
-(poll() keeps running so the group membership stays alive), the sink retries with backoff, and
-consumption resumes once the failed requests went through.
+Failures are classified per edge into the three kinds of `cdc_consumer.errors`:
+- transient (Cassandra unavailable/timeouts/overloaded, registry unreachable or 5xx): all assigned
+  partitions are paused (poll() keeps running so the group membership stays alive) for a reason tag,
+  the failed work is retried with capped exponential backoff and jitter, and consumption resumes once
+  it goes through. A record whose decoding needs the registry is not parked: its partition is rewound
+  to it (seek) and it is decoded again after the backoff. While paused, a WARNING naming the reason is
+  logged every progress interval, `cdc_consumer_paused{reason}` is 1, and the reason is published in
+  the pause-state file `cdc status` reads (`pause_state.py`).
+- permanent for one record (undecodable, unmappable, a value Cassandra rejects or cannot bind, a schema
+  id the registry does not know): the record goes to `<topic>.dlq` with headers naming the edge, the
+  error class and the message; the stream carries on.
+- fatal (authentication refused, the live Cassandra schema lost a mapped table/column, the DLQ topic not
+  writable): `run` commits what is done and raises the FatalError; `cdc consume` exits 1 with its message.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    Consumer,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -33,9 +44,12 @@ from confluent_kafka import (
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.dlq import DeadLetterQueue
+from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.events import ChangeEvent, DecodeError, Op
+from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.mapping import CompiledMapping, UnmappableRecord
 from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.pause_state import Pause, PauseStateFile
 from cdc_consumer.sink import CassandraSink, SinkBackpressure
 
 log = logging.getLogger(__name__)
@@ -43,6 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TOPICS = r"^cdc\.public\.(ticker_24h|klines|order_book|trades)$"
 ON_TRUNCATE = ("ignore", "dlq")
 
+IGNORE = "<ignore>"  # a record_filter's answer for a record this run must not handle nor commit past
 DecodeFn = Callable[[str, Any, Any, Any, int, int], ChangeEvent]
 
 
@@ -58,6 +73,9 @@ class ConsumerSettings:
     on_truncate: str = "ignore"
     drain_timeout: float = 30.0
     progress_every: float = 0.0  # seconds; 0 = no progress lines
+    pause_warning_every: float = 10.0  # seconds between WARNING lines while paused (the progress interval if set)
+    retry_initial: float = 0.5  # backoff of a record waiting for the schema registry
+    retry_max: float = 10.0
     lag_every: float = 5.0  # seconds between consumer-lag measurements (gauge and progress line)
     kafka_config: dict = field(default_factory=dict, repr=False)  # may hold sasl.password
 
@@ -86,12 +104,13 @@ class ConsumerSettings:
 class Record:
     """One consumed Kafka record on its way to Cassandra or the DLQ (the sink/DLQ token)."""
 
-    __slots__ = ("done", "offset", "partition", "table", "topic", "ts_us")
+    __slots__ = ("done", "message", "offset", "partition", "table", "topic", "ts_us")
 
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
+    def __init__(self, topic: str, partition: int, offset: int, message: Any = None) -> None:
         self.topic = topic
         self.partition = partition
         self.offset = offset
+        self.message = message  # kept until done: a write Cassandra rejects later is parked from it
         self.table: str | None = None
         self.ts_us: int | None = None
         self.done = False
@@ -128,7 +147,10 @@ class Totals:
 
 class ChangeConsumer:
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
-                 sink: CassandraSink, dlq: DeadLetterQueue, metrics: ConsumerMetrics | None = None) -> None:
+                 sink: CassandraSink, dlq: DeadLetterQueue, metrics: ConsumerMetrics | None = None,
+                 pause_file: PauseStateFile | None = None,
+                 record_filter: Callable[[Any], str | None] | None = None,
+                 evolution: SchemaEvolution | None = None) -> None:
         if settings.on_truncate not in ON_TRUNCATE:
             raise ValueError(f"on_truncate must be one of {', '.join(ON_TRUNCATE)}")
         self.settings = settings
@@ -139,7 +161,16 @@ class ChangeConsumer:
         self.metrics = metrics or ConsumerMetrics()
         self.totals = Totals()
         self.progress: dict[tuple[str, int], PartitionProgress] = {}
-        self.paused = False
+        self.pauses: dict[str, Pause] = {}  # reason -> since when, why
+        self.paused = False  # partitions paused (Cassandra or registry waiting)
+        self.pause_file = pause_file
+        # message -> None (handle it), a skip reason (done, committed past), or IGNORE (`cdc dlq replay`)
+        self.record_filter = record_filter
+        self.evolution = evolution  # new source columns: ignored and counted, or added (evolution.py)
+        self._held: dict[tuple[str, int], int] = {}  # partitions rewound to a record waiting for the registry
+        self._hold_attempts = 0
+        self._hold_until = 0.0
+        self._last_pause_warning = 0.0
         self._consumer: Consumer | None = None
         self._rewound: set[tuple[str, int]] = set()
         self._last_commit = 0.0
@@ -158,6 +189,7 @@ class ChangeConsumer:
         consumer.subscribe(list(self.settings.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
                            on_lost=self._on_lost)
         log.info("consuming %s as group %s", ", ".join(self.settings.topics), self.settings.group)
+        self._publish_pauses()
         try:
             while not stop.is_set():
                 messages = consumer.consume(self.settings.batch_size, self.settings.max_wait)
@@ -165,9 +197,22 @@ class ChangeConsumer:
                     self._handle(message)
                 self._step()
             return self._shutdown()
+        except FatalError as exc:
+            self._stop_after_fatal(exc)
+            raise
         finally:
             consumer.close()
             self._consumer = None
+            if self.pause_file is not None:
+                self.pause_file.remove()
+
+    def _stop_after_fatal(self, exc: FatalError) -> None:
+        """Commit what is done (never past an unapplied record) and say why the process stops."""
+        self._release(self.sink.poll())
+        self._release(self.dlq.poll(0))
+        self._commit()
+        log.error("stopping: %s (%s edge; consumed %d, applied %d, dlq %d; nothing past an unapplied record "
+                  "was committed)", exc.message, exc.edge, self.totals.consumed, self.totals.applied, self.totals.dlq)
 
     def _step(self) -> None:
         """After each consume(): send buffered writes, collect acknowledgements, commit, report."""
@@ -179,9 +224,14 @@ class ChangeConsumer:
         except SinkBackpressure as exc:
             self._pause(exc)
         else:
-            if self.paused:
-                self._resume()
+            if self.pauses:
+                self._clear_pause("cassandra_unavailable")
+        for record, error in self.sink.rejected():
+            self._to_dlq(record, record.message, error)
+        if self._held and time.monotonic() >= self._hold_until:
+            self._retry_held()
         self._release(self.dlq.poll(0))
+        self.dlq.raise_if_failed()
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self._commit()
         now = time.monotonic()
@@ -190,6 +240,8 @@ class ChangeConsumer:
             self.lag = self.consumer_lag()
         if self.settings.progress_every and now - self._last_progress >= self.settings.progress_every:
             self._report_progress()
+        if self.pauses and now - self._last_pause_warning >= self._pause_warning_every:
+            self._warn_paused()
 
     def _shutdown(self) -> bool:
         drained = self.sink.drain(self.settings.drain_timeout)
@@ -209,28 +261,47 @@ class ChangeConsumer:
     def _handle(self, message) -> None:
         error = message.error()
         if error is not None:
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", error)
+            self._consumer_error(error)
             return
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        record = Record(topic, partition, offset)
+        if self._held and (topic, partition) in self._held:
+            return  # rewound to a record waiting for the registry: it and its successors come again
+        record = Record(topic, partition, offset, message)
         progress = self.progress.get((topic, partition))
         if progress is None:  # a message of a partition we no longer own
             return
+        filtered = self.record_filter(message) if self.record_filter is not None else None
+        if filtered is IGNORE:
+            return  # not this run's (a replay's end): neither tracked nor committed
         progress.add(record)
         self.totals.consumed += 1
         self._consumed_counter(topic).inc()
+        if filtered is not None:
+            self.totals.skipped += 1
+            self.metrics.skipped.labels(topic, filtered).inc()
+            record.done = True
+            self._advance(record)
+            return
         try:
             event = self.decode(topic, message.key(), message.value(), message.headers(), partition, offset)
         except DecodeError as exc:  # error type: the subclass (InvalidJson, UnknownSchemaId, ...)
-            self._to_dlq(record, message, type(exc).__name__, exc.reason)
+            classified = _classify_decode_error(exc)
+            if isinstance(classified, TransientError):
+                self._hold(record, classified)
+            else:
+                self._to_dlq(record, message, classified, error_type=type(exc).__name__)
             return
         except Exception as exc:  # noqa: BLE001 - a decoder bug on one record must not stop the stream
-            self._to_dlq(record, message, type(exc).__name__, str(exc))
+            self._to_dlq(record, message, PermanentRecordError(str(exc), edge="decoder", reason="decoder_bug",
+                                                               error_class=type(exc).__name__))
             return
+        if self._hold_attempts:
+            self._hold_attempts = 0  # the registry answers again
         skip = self._skip_reason(event)
         if skip == "truncate" and self.settings.on_truncate == "dlq":
-            self._to_dlq(record, message, "Truncate", f"TRUNCATE of {event.table} (--on-truncate dlq)")
+            self._to_dlq(record, message, PermanentRecordError(f"TRUNCATE of {event.table} (--on-truncate dlq)",
+                                                               edge="decoder", reason="truncate",
+                                                               error_class="Truncate"))
         elif skip is not None:
             self._skip(record, skip, event)
         else:
@@ -254,13 +325,16 @@ class ChangeConsumer:
         return None
 
     def _apply(self, record: Record, message, event: ChangeEvent) -> None:
+        evolution = self.evolution
+        if (evolution is not None and event.after is not None and event.source is not None
+                and evolution.widths.get(event.source.table) != len(event.after)):
+            self.mapping = evolution.check(event) or self.mapping  # FatalError if an ALTER fails
         try:
             writes = self.mapping.writes(event)
-        except UnmappableRecord as exc:
-            self._to_dlq(record, message, "UnmappableRecord", str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - a mapping bug on one record must not stop the stream
-            self._to_dlq(record, message, type(exc).__name__, str(exc))
+        except Exception as exc:  # noqa: BLE001 - UnmappableRecord, or a mapping bug on one record
+            reason = "unmappable" if isinstance(exc, UnmappableRecord) else "mapping_bug"
+            self._to_dlq(record, message, PermanentRecordError(str(exc), edge="mapping", reason=reason,
+                                                               error_class=type(exc).__name__))
             return
         record.table = event.table
         record.ts_us = event.source.ts_us if event.source else None
@@ -270,6 +344,8 @@ class ChangeConsumer:
                 self.sink.flush()
             except SinkBackpressure as exc:
                 self._pause(exc)
+            for rejected, error in self.sink.rejected():
+                self._to_dlq(rejected, rejected.message, error)
 
     def _skip(self, record: Record, reason: str, event: ChangeEvent) -> None:
         if reason == "truncate":
@@ -280,14 +356,17 @@ class ChangeConsumer:
         record.done = True
         self._advance(record)
 
-    def _to_dlq(self, record: Record, message, error_type: str, reason: str) -> None:
+    def _to_dlq(self, record: Record, message, error: CdcError, error_type: str | None = None) -> None:
+        """Park one record; `error_type` (cdc.error.type) defaults to the underlying error's class."""
+        error_type = error_type or error.error_class
+        record.table = None  # parked, not applied (a write Cassandra rejected had set it)
         target = self.dlq.send(record, topic=record.topic, partition=record.partition, offset=record.offset,
                                key=message.key(), value=message.value(), headers=message.headers(),
-                               error_type=error_type, reason=reason)
+                               error_type=error_type, reason=error.message, edge=error.edge,
+                               error_class=error.error_class, reason_tag=error.reason)
         self.totals.dlq += 1
         self.metrics.dlq.labels(record.topic, error_type).inc()
-        log.warning("%s[%d]@%d -> %s: %s: %s", record.topic, record.partition, record.offset, target,
-                    error_type, reason)
+        log.warning("%s[%d]@%d -> %s: %s", record.topic, record.partition, record.offset, target, error.describe())
 
     def _release(self, records: list[Record]) -> None:
         """Mark acknowledged records done; count applied ones and their end-to-end lag."""
@@ -297,6 +376,7 @@ class ChangeConsumer:
         applied: Tally = Tally()
         for record in records:
             record.done = True
+            record.message = None
             if record.table is not None:
                 applied[(record.topic, record.table)] += 1
                 if record.ts_us is not None:
@@ -349,29 +429,94 @@ class ChangeConsumer:
         self._commit(keys)
         for key in keys:
             self.progress.pop(key, None)
+            self._held.pop(key, None)
         log.info("revoked %s", _describe(partitions))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.progress.pop((tp.topic, tp.partition), None)
+            self._held.pop((tp.topic, tp.partition), None)
         log.warning("lost %s (not committed; the new owner will consume them again)", _describe(partitions))
 
     # ------------------------------------------------------------------------------ backpressure
 
-    def _pause(self, exc: SinkBackpressure) -> None:
-        if self.paused or self._consumer is None:
-            return
-        self._consumer.pause(self._consumer.assignment())
-        self.paused = True
-        self.metrics.paused.set(1)
-        log.warning("paused consumption: %s", exc)
+    def _pause(self, error: TransientError, pause_partitions: bool = True) -> None:
+        """Record a pause reason (metric, state file, WARNING) and pause the assigned partitions."""
+        pause = self.pauses.get(error.reason)
+        if pause is None:
+            self.pauses[error.reason] = Pause(error.reason, time.time(), error.describe())
+            self.metrics.paused.labels(error.reason).set(1)
+            log.warning("paused (%s): %s", error.reason, error.describe())
+            self._last_pause_warning = time.monotonic()
+            self._publish_pauses()
+        else:
+            pause.message = error.describe()
+        if pause_partitions and not self.paused and self._consumer is not None:
+            self._consumer.pause(self._consumer.assignment())
+            self.paused = True
 
-    def _resume(self) -> None:
+    def _clear_pause(self, reason: str) -> None:
+        pause = self.pauses.pop(reason, None)
+        if pause is None:
+            return
+        self.metrics.paused.labels(reason).set(0)
+        log.info("%s cleared after %.1fs", reason, time.time() - pause.since)
+        if self.paused and not any(r != "kafka_unavailable" for r in self.pauses):
+            if self._consumer is not None:
+                self._consumer.resume(self._consumer.assignment())
+            self.paused = False
+            log.info("resumed consumption")
+        self._publish_pauses()
+
+    @property
+    def _pause_warning_every(self) -> float:
+        return self.settings.progress_every or self.settings.pause_warning_every
+
+    def _warn_paused(self) -> None:
+        self._last_pause_warning = time.monotonic()
+        now = time.time()
+        for pause in self.pauses.values():
+            log.warning("PAUSED for %.0fs, reason %s: %s (nothing is committed past the waiting records)",
+                        now - pause.since, pause.reason, pause.message,
+                        extra={"paused_reason": pause.reason, "paused_s": round(now - pause.since, 1)})
+        self._publish_pauses()
+
+    def _publish_pauses(self) -> None:
+        if self.pause_file is not None:
+            self.pause_file.write(list(self.pauses.values()))
+
+    def _hold(self, record: Record, error: TransientError) -> None:
+        """A record that must wait (its schema is in an unreachable registry): rewind its partition to it,
+        pause, and decode it again after the backoff. It is neither parked nor skipped."""
+        key = (record.topic, record.partition)
+        progress = self.progress[key]
+        progress.records.pop()  # the record was just added: it is consumed again after the rewind
+        self.totals.consumed -= 1
+        self._held[key] = record.offset
+        self._hold_attempts += 1
+        delay = backoff_delay(self._hold_attempts, self.settings.retry_initial, self.settings.retry_max)
+        self._hold_until = time.monotonic() + delay
         if self._consumer is not None:
-            self._consumer.resume(self._consumer.assignment())
-        self.paused = False
-        self.metrics.paused.set(0)
-        log.info("Cassandra writes succeed again: resumed consumption")
+            self._consumer.seek(TopicPartition(record.topic, record.partition, record.offset))
+        self._pause(error)
+        log.warning("%s[%d]@%d waits %.1fs (attempt %d): %s", record.topic, record.partition, record.offset, delay,
+                    self._hold_attempts, error.describe())
+
+    def _retry_held(self) -> None:
+        self._held.clear()
+        self._clear_pause("registry_unavailable")
+
+    def _consumer_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._pause(TransientError(f"{error.name()}: {error.str()}", edge="kafka", reason="kafka_unavailable",
+                                       error_class=error.name()), pause_partitions=False)
+            return
+        if error.fatal():
+            raise FatalError(f"Kafka consumer failed: {error.name()}: {error.str()}", edge="kafka",
+                             reason="kafka_fatal", error_class=error.name())
+        log.warning("consumer error: %s", error)
 
     # ------------------------------------------------------------------------------ progress
 
@@ -385,6 +530,8 @@ class ChangeConsumer:
                 _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=1.0)
             except KafkaException:
                 continue
+            if "kafka_unavailable" in self.pauses:
+                self._clear_pause("kafka_unavailable")  # the broker answers again
             position = progress.committed
             if position is None:  # nothing committed by us yet: measure from the fetch position
                 position = self._consumer.position([TopicPartition(topic, partition)])[0].offset
@@ -400,10 +547,20 @@ class ChangeConsumer:
         log.info("progress: %.0f events/s, consumed %d, applied %d, skipped %d, dlq %d, lag %d, "
                  "writes in flight %d, records buffered %d%s", rate, self.totals.consumed, self.totals.applied,
                  self.totals.skipped, self.totals.dlq, self.lag, self.sink.in_flight, self.sink.buffered,
-                 ", PAUSED (Cassandra writes failing)" if self.paused else "",
+                 f", PAUSED ({', '.join(self.pauses)})" if self.pauses else "",
                  extra={"events_per_s": round(rate, 1), "consumed": self.totals.consumed,
                         "applied": self.totals.applied, "skipped": self.totals.skipped, "dlq": self.totals.dlq,
-                        "lag": self.lag, "paused": self.paused})
+                        "lag": self.lag, "paused": bool(self.pauses), "paused_reasons": sorted(self.pauses)})
+
+
+def _classify_decode_error(exc: DecodeError) -> CdcError:
+    """Decoder edge: every decode error is permanent for its record, except the registry's own failures,
+    which its edge classifies (unreachable/5xx transient, unknown id permanent)."""
+    if type(exc).__name__ in ("RegistryUnavailable", "UnknownSchemaId"):
+        from cdc_consumer.schema_registry import classify_registry_error  # only Avro streams get here
+
+        return classify_registry_error(exc)
+    return PermanentRecordError(exc.reason, edge="decoder", reason="undecodable", error_class=type(exc).__name__)
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -41,7 +41,8 @@ ON_DELETE = ("delete", "ignore")
 NULLS_ON_CREATE = ("skip", "write")
 _TOP_LEVEL_KEYS = {"version", "skip_tables", "tables", "anchors"}
 _TABLE_KEYS = {"topics", "targets"}
-_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create", "snapshot_version_from"}
+_TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create", "snapshot_version_from", "schema_evolution"}
+SCHEMA_EVOLUTION = ("none", "add_columns")  # add_columns: new source columns become Cassandra columns
 
 
 class MappingError(ValueError):
@@ -71,6 +72,9 @@ class TargetSpec:
     # Source timestamp column that versions SNAPSHOT rows (op r): they all share one snapshot time, which
     # says nothing about which of them is newest; see CompiledMapping._snapshot_version.
     snapshot_version_from: str | None = None
+    # none (default): a source column the mapping does not name is ignored (counted, logged once);
+    # add_columns: it is added to this Cassandra table and written (cdc_consumer/evolution.py)
+    schema_evolution: str = "none"
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,10 @@ class _Parser:
         version_from = node.get("snapshot_version_from")
         if version_from is not None:
             self.identifier(f"{where}.snapshot_version_from", version_from, "source column")
-        return TargetSpec(str(table), columns, on_delete, nulls, version_from)
+        evolution = node.get("schema_evolution", "none")
+        if evolution not in SCHEMA_EVOLUTION:
+            self.fail(f"{where}.schema_evolution", f"{evolution!r} is not one of {', '.join(SCHEMA_EVOLUTION)}")
+        return TargetSpec(str(table), columns, on_delete, nulls, version_from, evolution)
 
     def column(self, where: str, column: Any, node: Any) -> ColumnSpec:
         self.identifier(where, column, "Cassandra column")

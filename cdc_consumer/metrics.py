@@ -33,6 +33,9 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return lower_bound
 
 
+PAUSE_REASONS = ("cassandra_unavailable", "registry_unavailable", "kafka_unavailable")
+
+
 class ConsumerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -57,8 +60,13 @@ class ConsumerMetrics:
                                         registry=r)
         self.consumer_lag = Gauge("cdc_consumer_lag", "High watermark minus committed position",
                                   ["topic", "partition"], registry=r)
-        self.paused = Gauge("cdc_consumer_paused", "1 while partitions are paused because Cassandra writes fail",
-                            registry=r)
+        self.paused = Gauge("cdc_consumer_paused", "1 while consumption waits for this reason (cassandra_unavailable, "
+                            "registry_unavailable, kafka_unavailable), else 0", ["reason"], registry=r)
+        self.columns_ignored = Gauge("cdc_source_columns_ignored", "Source columns seen in change events that "
+                                     "the mapping does not write (no schema_evolution: add_columns)", ["table"],
+                                     registry=r)
+        for reason in PAUSE_REASONS:  # the series exist (at 0) before the first pause
+            self.paused.labels(reason).set(0)
         self.in_flight = Gauge("cdc_writes_in_flight", "Cassandra requests awaiting acknowledgement",
                                registry=r)
 

@@ -19,6 +19,7 @@ import requests
 from cdc_consumer.avro import RegistryUnavailable, SchemaRef, UnknownSchemaId
 from cdc_consumer.config import HttpAuth
 from cdc_consumer.debezium import SchemaError
+from cdc_consumer.errors import CdcError, PermanentRecordError, TransientError
 from cdc_consumer.secrets import redact, split_url_credentials
 
 
@@ -106,3 +107,11 @@ class SchemaFile:
         if isinstance(ref, uuid.UUID) or ref not in self._schemas:
             raise UnknownSchemaId(f"{self._path} has no schema {ref}")
         return self._schemas[ref]
+
+
+def classify_registry_error(exc: Exception) -> CdcError:
+    """Registry edge: unreachable or 5xx -> transient (pause, retry the record, no DLQ); an id it does
+    not know (404) -> permanent for that record (DLQ)."""
+    if isinstance(exc, UnknownSchemaId):
+        return PermanentRecordError(str(exc), edge="registry", reason="unknown_schema_id", error_class=type(exc).__name__)
+    return TransientError(str(exc), edge="registry", reason="registry_unavailable", error_class=type(exc).__name__)

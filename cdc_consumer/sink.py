@@ -13,8 +13,17 @@ the same source transaction share ts_us; inside a chunk they collapse correctly,
 different chunks Cassandra breaks the tie itself (a delete wins over an upsert; between two upserts
 the larger cell value wins).
 
-Failures: every failed request is retried with exponential backoff, forever (never skipped); the
-record's token is only released once its request succeeds.
+Failures are classified by `cql_session.classify_cassandra_error` (see `cdc_consumer.errors`):
+- transient (unavailable, timeouts, overloaded, no host, connection lost): the request is retried with
+  capped exponential backoff and jitter until it succeeds, never skipped; meanwhile `raise_if_failing`
+  raises SinkBackpressure so the consumer pauses. A token is released only once its writes succeeded.
+- permanent for a record (Cassandra rejects a write as invalid, a value cannot be bound to its column):
+  the records whose writes were in the rejected request (or whose values failed to bind) are isolated,
+  their writes re-sent one statement each, and those that fail again come back from `rejected()` with
+  the error instead of from `poll()`; the consumer parks them in the DLQ. Every other record of the
+  chunk is applied as usual. This path only runs after a rejection, so the hot path does not pay for it.
+- fatal (authentication refused, a table or column of the mapping dropped from the live schema):
+  `raise_if_failing` (and so `flush`) raises the FatalError; the consumer stops and exits non-zero.
 """
 
 from __future__ import annotations
@@ -28,34 +37,60 @@ from typing import Any
 
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
+from cdc_consumer.cql_session import classify_cassandra_error
+from cdc_consumer.errors import FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.mapping import Write
 from cdc_consumer.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
 
 
-class SinkBackpressure(Exception):
-    """Cassandra writes are failing; pause consumption and try again after `retry_after` seconds."""
+class SinkBackpressure(TransientError):
+    """Cassandra writes are failing transiently; pause consumption, they are retried after `retry_after` s."""
 
-    def __init__(self, retry_after: float, reason: str) -> None:
-        super().__init__(f"Cassandra writes failing ({reason}); retrying in {retry_after:.1f}s")
+    def __init__(self, retry_after: float, cause: TransientError) -> None:
+        super().__init__(f"Cassandra writes failing ({cause.error_class}: {cause.message}); retrying in "
+                         f"{retry_after:.1f}s", edge="cassandra", reason=cause.reason, error_class=cause.error_class)
         self.retry_after = retry_after
-        self.reason = reason
 
 
 @dataclass(eq=False)
 class _Chunk:
+    """The records of one flush: their writes (token i owns writes[spans[i]:spans[i+1]])."""
+
     tokens: list[Hashable]
+    writes: list[Write]
+    spans: list[int]
     outstanding: int = 0
+    isolated: set[int] | None = None  # indexes of tokens taken out after a rejection
+
+    def writes_of(self, index: int) -> list[Write]:
+        end = self.spans[index + 1] if index + 1 < len(self.spans) else len(self.writes)
+        return self.writes[self.spans[index]:end]
+
+    def releasable(self) -> list[Hashable]:
+        if not self.isolated:
+            return self.tokens
+        return [t for i, t in enumerate(self.tokens) if i not in self.isolated]
+
+
+@dataclass(eq=False)
+class _Isolation:
+    """One record of a rejected request, its writes re-sent one statement each."""
+
+    token: Hashable
+    outstanding: int = 0
+    error: PermanentRecordError | None = None
 
 
 @dataclass(eq=False)
 class _Request:
-    chunk: _Chunk
+    chunk: _Chunk | _Isolation
     statement: Any
     table: str
     rows: int
     deletes: int
+    partition: tuple = ()
     attempts: int = 0
     started: float = 0.0
     retry_at: float = 0.0
@@ -81,17 +116,21 @@ class CassandraSink:
         self.stats = SinkStats()
         self._writes: list[Write] = []
         self._tokens: list[Hashable] = []
+        self._spans: list[int] = []  # where each buffered token's writes start in _writes
         self._completions: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight = 0
         self._retry: list[_Request] = []  # failed requests waiting for their next attempt
         self._unresolved: set[_Request] = set()  # failed requests not yet succeeded (waiting or re-sent)
         self._released: list[Hashable] = []
-        self._last_error = ""
+        self._rejected: list[tuple[Hashable, PermanentRecordError]] = []
+        self._last_error: TransientError | None = None
+        self._fatal: FatalError | None = None
 
     # -------------------------------------------------------------------------- interface
 
     def add(self, token: Hashable, writes: Iterable[Write]) -> None:
         """Buffer the writes of one record; its token comes back from poll() once all are acknowledged."""
+        self._spans.append(len(self._writes))
         self._writes.extend(writes)
         self._tokens.append(token)
 
@@ -109,9 +148,18 @@ class CassandraSink:
         return bool(self._unresolved)
 
     def raise_if_failing(self) -> None:
-        """SinkBackpressure while some write failed and has not yet succeeded on a retry."""
-        if self._unresolved:
-            raise SinkBackpressure(self._backoff(max(r.attempts for r in self._unresolved)), self._last_error)
+        """FatalError once the process cannot go on; SinkBackpressure while some write failed transiently
+        and has not yet succeeded on a retry."""
+        if self._fatal is not None:
+            raise self._fatal
+        if self._unresolved and self._last_error is not None:
+            retry_at = min(r.retry_at for r in self._unresolved)
+            raise SinkBackpressure(max(0.0, retry_at - time.monotonic()), self._last_error)
+
+    def rejected(self) -> list[tuple[Hashable, PermanentRecordError]]:
+        """Tokens of records Cassandra rejects for good, with the error (the consumer parks them in the DLQ)."""
+        rejected, self._rejected = self._rejected, []
+        return rejected
 
     @property
     def idle(self) -> bool:
@@ -124,13 +172,15 @@ class CassandraSink:
         self.raise_if_failing()
         if not self._tokens:
             return
-        chunk = _Chunk(self._tokens)
-        requests = [_Request(chunk, statement, table, rows, deletes)
-                    for statement, table, rows, deletes in self._statements(collapse(self._writes, self.stats))]
-        self._writes, self._tokens = [], []
+        chunk = _Chunk(self._tokens, self._writes, self._spans)
+        self._writes, self._tokens, self._spans = [], [], []
+        try:
+            requests = [_Request(chunk, *statement) for statement in self._statements(collapse(chunk.writes, self.stats))]
+        except Exception as exc:  # noqa: BLE001 - a value that cannot be bound: find its record(s)
+            requests = self._isolate_unbindable(chunk, exc)
         chunk.outstanding = len(requests)
         if not requests:
-            self._released.extend(chunk.tokens)
+            self._released.extend(chunk.releasable())
         for request in requests:
             self._wait_for_slot()
             self._send(request)
@@ -150,6 +200,8 @@ class CassandraSink:
                 self.flush()
             except SinkBackpressure:
                 pass
+            except FatalError:
+                return False
             if self.idle:
                 return True
             remaining = deadline - time.monotonic()
@@ -165,12 +217,95 @@ class CassandraSink:
         for part in partition_slices(writes, self.max_batch_rows):
             deletes = sum(1 for w in part if w.is_delete)
             if len(part) == 1:
-                yield bind(part[0]), part[0].target.table, 1, deletes
+                yield bind(part[0]), part[0].target.table, 1, deletes, part[0].partition
                 continue
             batch = BatchStatement(batch_type=BatchType.UNLOGGED)
             for write in part:
                 batch.add(bind(write))
-            yield batch, part[0].target.table, len(part), deletes
+            yield batch, part[0].target.table, len(part), deletes, part[0].partition
+
+    # ------------------------------------------------------------------ permanent failures (rare path)
+
+    def _isolate_unbindable(self, chunk: _Chunk, first: Exception) -> list[_Request]:
+        """Binding failed somewhere in the chunk: reject the records whose values cannot be bound (with
+        the error), and build the requests of the others as usual."""
+        keep: list[int] = []
+        for index, token in enumerate(chunk.tokens):
+            try:
+                for write in chunk.writes_of(index):
+                    bind(write)
+            except Exception as exc:  # noqa: BLE001 - classified below
+                self._reject(token, exc)
+            else:
+                keep.append(index)
+        if len(keep) == len(chunk.tokens):  # binding failed only in combination: not a value problem
+            raise classify_cassandra_error(first) from first
+        kept = _Chunk([chunk.tokens[i] for i in keep], [], [])
+        for index in keep:
+            kept.spans.append(len(kept.writes))
+            kept.writes.extend(chunk.writes_of(index))
+        chunk.tokens, chunk.writes, chunk.spans = kept.tokens, kept.writes, kept.spans
+        return [_Request(chunk, *statement) for statement in self._statements(collapse(chunk.writes, self.stats))]
+
+    def _reject(self, token: Hashable, exc: BaseException) -> None:
+        error = classify_cassandra_error(exc)
+        if isinstance(error, FatalError):
+            self._fatal = error
+        elif isinstance(error, PermanentRecordError):
+            self._rejected.append((token, error))
+        else:  # a transient error while binding cannot happen; keep the record rather than lose it
+            raise error from exc
+
+    def _isolate_rejected(self, request: _Request, error: PermanentRecordError) -> None:
+        """A request Cassandra rejected: re-send each record that wrote into it, one statement per write,
+        so only the record(s) that fail again are parked."""
+        if isinstance(request.chunk, _Isolation):  # already one record, one statement: that record is bad
+            request.chunk.error = request.chunk.error or error
+            self._settle(request)
+            return
+        chunk = request.chunk
+        chunk.isolated = chunk.isolated or set()
+        suspects = [i for i in range(len(chunk.tokens)) if i not in chunk.isolated
+                    and any(w.target.table == request.table and w.partition == request.partition
+                            for w in chunk.writes_of(i))]
+        log.warning("Cassandra rejected a write to %s (%s): re-sending its %d record(s) one by one",
+                    request.table, error.message, len(suspects))
+        for index in suspects:
+            chunk.isolated.add(index)
+            isolation = _Isolation(chunk.tokens[index])
+            requests = []
+            for write in chunk.writes_of(index):
+                try:
+                    statement = bind(write)
+                except Exception as exc:  # noqa: BLE001 - classified by _reject
+                    isolation.error = isolation.error or PermanentRecordError(
+                        str(exc), edge="cassandra", reason="invalid_value", error_class=type(exc).__name__)
+                    continue
+                requests.append(_Request(isolation, statement, write.target.table, 1, int(write.is_delete),
+                                         write.partition))
+            isolation.outstanding = len(requests)
+            if not requests:
+                self._finish_isolation(isolation)
+            for isolated in requests:  # may briefly exceed max_in_flight: this runs inside a completion
+                self._send(isolated)
+        self._settle(request)
+
+    def _settle(self, request: _Request) -> None:
+        """A request is finished (succeeded, or rejected and isolated): count it against its owner."""
+        owner = request.chunk
+        owner.outstanding -= 1
+        if owner.outstanding:
+            return
+        if isinstance(owner, _Isolation):
+            self._finish_isolation(owner)
+        else:
+            self._released.extend(owner.releasable())
+
+    def _finish_isolation(self, isolation: _Isolation) -> None:
+        if isolation.error is None:
+            self._released.append(isolation.token)
+        else:
+            self._rejected.append((isolation.token, isolation.error))
 
     def _wait_for_slot(self) -> None:
         while self._in_flight >= self.max_in_flight:
@@ -181,7 +316,11 @@ class CassandraSink:
         request.attempts += 1
         request.started = time.perf_counter()
         self._in_flight += 1
-        future = self.session.execute_async(request.statement)
+        try:
+            future = self.session.execute_async(request.statement)
+        except Exception as exc:  # noqa: BLE001 - e.g. a routing key over 64 KiB fails before any request
+            self._completions.put((request, exc, 0.0))
+            return
         future.add_callbacks(self._on_success, self._on_error, callback_args=(request,), errback_args=(request,))
 
     # Driver callbacks run on its I/O thread: hand the outcome to the consumer thread.
@@ -218,21 +357,28 @@ class CassandraSink:
         if request.attempts > 1:
             self._unresolved.discard(request)
             log.info("write to %s succeeded after %d attempts", request.table, request.attempts)
-        request.chunk.outstanding -= 1
-        if request.chunk.outstanding == 0:
-            self._released.extend(request.chunk.tokens)
+        self._settle(request)
 
-    def _failed(self, request: _Request, error: BaseException) -> None:
+    def _failed(self, request: _Request, exc: BaseException) -> None:
         self.stats.failures += 1
+        error = classify_cassandra_error(exc)
+        if isinstance(error, FatalError):
+            self._fatal = error
+            log.error("write to %s failed for good: %s", request.table, error.message)
+            return
+        self._unresolved.discard(request)
+        if isinstance(error, PermanentRecordError):
+            self._isolate_rejected(request, error)
+            return
         delay = self._backoff(request.attempts)
         request.retry_at = time.monotonic() + delay
-        self._last_error = f"{type(error).__name__}: {error}"[:300]
+        self._last_error = error
         self._retry.append(request)
         self._unresolved.add(request)
         if self.metrics is not None:
-            self.metrics.write_retries.labels(type(error).__name__).inc()
+            self.metrics.write_retries.labels(error.error_class).inc()
         log.warning("write to %s failed (attempt %d, retry in %.1fs): %s", request.table, request.attempts,
-                    delay, self._last_error)
+                    delay, error.describe())
 
     def _resend_due(self) -> None:
         if not self._retry:
@@ -246,7 +392,7 @@ class CassandraSink:
             self._send(request)
 
     def _backoff(self, attempts: int) -> float:
-        return min(self.retry_max, self.retry_initial * (2 ** max(0, attempts - 1)))
+        return backoff_delay(attempts, self.retry_initial, self.retry_max)
 
 
 def partition_slices(writes: list[Write], max_rows: int) -> list[list[Write]]:

@@ -94,6 +94,9 @@ class ConsumerHealth:
     partitions: list[PartitionLag] = field(default_factory=list)
     missing_topics: list[str] = field(default_factory=list)
     error: str | None = None
+    # Why running `cdc consume` processes of the group wait, from their pause-state files (pause_state.py):
+    # [{"reason", "since", "message", "pid"}]; empty when none is paused or none runs on this machine.
+    pauses: list[dict] = field(default_factory=list)
 
     @property
     def total_lag(self) -> int:
@@ -169,6 +172,7 @@ def gather(targets: Targets, thresholds: Thresholds, *, now: datetime | None = N
     if "consumer" not in targets.skip:
         report.consumer = consumer_health(targets.kafka or KafkaSettings(targets.kafka_bootstrap), targets.group,
                                           capture.topics)
+        report.consumer.pauses = consumer_pauses(targets.group)
     if "cassandra" not in targets.skip:
         report.sink = sink_health(targets.cassandra, now)
     report.problems = judge(report, thresholds)
@@ -252,6 +256,14 @@ def consumer_health(kafka: KafkaSettings, group: str, topics: Iterable[str]) -> 
     finally:
         consumer.close()
     return health
+
+
+def consumer_pauses(group: str) -> list[dict]:
+    """The pause reasons the group's consumers on this machine published (`cdc_consumer.pause_state`)."""
+    from cdc_consumer.pause_state import read_states
+
+    return [{"reason": p.reason, "since": p.since, "message": p.message, "pid": state.pid}
+            for state in read_states(group) for p in state.pauses]
 
 
 def sink_health(cfg: CassandraSettings, now: datetime) -> SinkHealth:
@@ -380,11 +392,13 @@ def _consumer_problems(c: ConsumerHealth | None, thresholds: Thresholds) -> list
         return []
     if c.error:
         return [c.error]
+    problems = [f"consumer {p['pid']} of group {c.group} paused ({p['reason']}) since "
+                f"{datetime.fromtimestamp(p['since'], UTC):%H:%M:%S} UTC: {p['message']}" for p in c.pauses]
     if thresholds.max_lag is not None and c.total_lag > thresholds.max_lag:
         worst = max(c.partitions, key=lambda p: p.lag)
-        return [(f"consumer group {c.group} lags {c.total_lag} messages (more than {thresholds.max_lag}; "
-                f"worst {worst.topic}[{worst.partition}] {worst.lag})")]
-    return []
+        problems.append(f"consumer group {c.group} lags {c.total_lag} messages (more than {thresholds.max_lag}; "
+                        f"worst {worst.topic}[{worst.partition}] {worst.lag})")
+    return problems
 
 
 def _sink_problems(s: SinkHealth | None, thresholds: Thresholds) -> list[str]:

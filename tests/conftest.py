@@ -140,7 +140,7 @@ def cassandra_session(cassandra_cluster):
     try:
         yield session
     finally:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)  # slow under load (snapshot)
         session.shutdown()
 
 

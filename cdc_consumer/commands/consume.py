@@ -11,6 +11,9 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import click
 import orjson
@@ -31,14 +34,18 @@ from cdc_consumer.consumer import (
     ConsumerSettings,
 )
 from cdc_consumer.dlq import DEFAULT_TOPIC_TEMPLATE, DeadLetterQueue, dlq_topic
+from cdc_consumer.errors import FatalError
+from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from cdc_consumer.mapping import (
+    CompiledMapping,
     MappingError,
     compile_mapping,
     describe_tables,
     load_mapping,
 )
 from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.pause_state import PauseStateFile
 from cdc_consumer.pg import ServiceUnavailable
 from cdc_consumer.sink import CassandraSink
 
@@ -128,8 +135,45 @@ def consume(kafka: KafkaSettings, cassandra_hosts: str, cassandra_keyspace: str,
     """Apply Debezium change events from Kafka to the Cassandra tables of the mapping."""
     _configure_logging(log_format)
     try:
-        keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
         dlq_topic(dlq_template, "x")
+    except ValueError as exc:
+        raise StartupError(str(exc)) from exc
+    with mapped_session(cassandra_hosts, cassandra_keyspace, mapping_file, fmt, registry,
+                        kafka) as (session, keyspace, mapping, decode):
+        metrics = ConsumerMetrics()
+        if metrics_port:
+            try:
+                metrics.serve(metrics_port)
+            except OSError as exc:
+                raise StartupError(f"--metrics-port {metrics_port}: {exc.strerror}") from exc
+        consumer = ChangeConsumer(
+            ConsumerSettings(kafka.bootstrap, group, tuple(t.strip() for t in topics.split(",") if t.strip()),
+                             from_beginning, batch_size, on_truncate=on_truncate, drain_timeout=drain_timeout,
+                             progress_every=progress_every, kafka_config=dict(kafka.properties)),
+            decode, mapping,
+            CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
+            DeadLetterQueue(kafka.bootstrap, topic_template=dlq_template, kafka=kafka), metrics, PauseStateFile(group),
+            evolution=SchemaEvolution(session, keyspace, mapping, metrics))
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        _tune_gc()
+        try:
+            drained = consumer.run(stop)
+        except FatalError as exc:  # permanent for the process: a clear message, exit 1, no traceback
+            raise click.ClickException(f"{exc.edge}: {exc.message}") from exc
+    if not drained:
+        raise SystemExit(1)
+
+
+@contextmanager
+def mapped_session(cassandra_hosts: str, cassandra_keyspace: str, mapping_file: str | None, fmt: str,
+                   registry: str, kafka: KafkaSettings) -> Iterator[tuple[Any, str, CompiledMapping, Any]]:
+    """Check the options, probe Kafka, connect to Cassandra and compile the mapping against its live tables;
+    yields (session, keyspace, mapping, decode) and shuts the cluster down after. A configuration problem
+    exits 2."""
+    try:
+        keyspace = validate_identifier(cassandra_keyspace, what="keyspace")
         spec = load_mapping(mapping_file)
         decode = make_decoder(fmt, registry)
     except ImportError as exc:
@@ -149,28 +193,9 @@ def consume(kafka: KafkaSettings, cassandra_hosts: str, cassandra_keyspace: str,
             mapping = compile_mapping(spec, schemas, session.prepare, keyspace)
         except MappingError as exc:
             raise StartupError(str(exc)) from exc
-        metrics = ConsumerMetrics()
-        if metrics_port:
-            try:
-                metrics.serve(metrics_port)
-            except OSError as exc:
-                raise StartupError(f"--metrics-port {metrics_port}: {exc.strerror}") from exc
-        consumer = ChangeConsumer(
-            ConsumerSettings(kafka.bootstrap, group, tuple(t.strip() for t in topics.split(",") if t.strip()),
-                             from_beginning, batch_size, on_truncate=on_truncate, drain_timeout=drain_timeout,
-                             progress_every=progress_every, kafka_config=dict(kafka.properties)),
-            decode, mapping,
-            CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
-            DeadLetterQueue(kafka.bootstrap, topic_template=dlq_template, kafka=kafka), metrics)
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        _tune_gc()
-        drained = consumer.run(stop)
+        yield session, keyspace, mapping, decode
     finally:
         cluster.shutdown()
-    if not drained:
-        raise SystemExit(1)
 
 
 def _tune_gc() -> None:

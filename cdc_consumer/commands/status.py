@@ -156,6 +156,9 @@ def _consumer_table(c: ConsumerHealth | None) -> Table | None:
                       Text(str(p.lag), style="yellow" if p.lag else ""))
     for topic in c.missing_topics:
         table.add_row(topic, "", "", "", Text("no topic yet", style="dim"))
+    for pause in c.pauses:
+        table.add_row(Text(f"PAUSED ({pause['reason']})", style="bold yellow"), f"pid {pause['pid']}", "", "",
+                      Text(pause["message"][:80], style="yellow"))
     return table
 
 

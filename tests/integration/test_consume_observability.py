@@ -70,7 +70,8 @@ def test_metrics_and_json_progress_lines_describe_what_was_applied(kafka_bootstr
     assert metrics[("cdc_rows_written_total", (("operation", "upsert"), ("table", "klines_by_bucket")))] == 60
     assert metrics[("cdc_end_to_end_lag_seconds_count", ())] == 100
     assert metrics[("cdc_batch_write_seconds_count", ())] > 0
-    assert metrics[("cdc_consumer_paused", ())] == 0
+    for reason in ("cassandra_unavailable", "registry_unavailable", "kafka_unavailable"):
+        assert metrics[("cdc_consumer_paused", (("reason", reason),))] == 0
 
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     assert lines and len(lines) == len(output.splitlines()), "every log line is JSON"

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import urllib.request
+
 import certifi
 import pytest
 

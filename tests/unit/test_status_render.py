@@ -234,3 +234,28 @@ def test_tables_without_a_time_clustering_column_use_a_known_time_column():
     columns = [("open_time", "regular", -1, "none"), ("event_time", "regular", -1, "none")]
     assert _pick_time_column(columns) == ("event_time", False)
     assert _pick_time_column([]) is None
+
+
+def test_a_paused_consumer_is_a_problem_naming_its_reason_and_shows_on_the_screen():
+    since = datetime(2026, 1, 2, 3, 0, 0, tzinfo=UTC).timestamp()
+    consumer = ConsumerHealth("cdc-consume", [PartitionLag("cdc.public.klines", 0, 10, 12, 2)],
+                              pauses=[{"reason": "cassandra_unavailable", "since": since, "pid": 4242,
+                                       "message": "cassandra: NoHostAvailable: no host"}])
+    report = healthy_report(consumer=consumer)
+    assert problems(report) == ["consumer 4242 of group cdc-consume paused (cassandra_unavailable) since "
+                                "03:00:00 UTC: cassandra: NoHostAvailable: no host"]
+    assert "PAUSED (cassandra_unavailable)" in screen(report)
+
+
+def test_pause_state_files_round_trip_and_stale_or_foreign_ones_are_ignored(tmp_path):
+    from cdc_consumer.pause_state import Pause, PauseStateFile, read_states
+
+    writer = PauseStateFile("cdc-consume", tmp_path)
+    writer.write([Pause("registry_unavailable", 1000.0, "registry: http://user:pw@reg:8081 unreachable")])
+    PauseStateFile("other-group", tmp_path).write([Pause("cassandra_unavailable", 1000.0)])
+    [state] = read_states("cdc-consume", tmp_path)
+    assert [(p.reason, p.since, p.message) for p in state.pauses] == [
+        ("registry_unavailable", 1000.0, "registry: http://***@reg:8081 unreachable")]
+    assert read_states("cdc-consume", tmp_path, now=state.updated + 61) == []
+    writer.remove()
+    assert read_states("cdc-consume", tmp_path) == []
