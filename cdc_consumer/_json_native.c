@@ -184,19 +184,25 @@ static PyObject *moment_of(const JsonNode *n, PyObject *value)
     }
 }
 
-/* A plain intN field: an exact int within the range is kept; anything else goes to the Python check,
-   which names it. */
-static PyObject *integer_of(const JsonNode *n, PyObject *value)
+/* Whether a plain field's value has its type exactly (an int within the node's bits): then it is kept as
+   it is. Anything else goes to the Python check, which names it. */
+static bool is_plain_value(const JsonNode *n, PyObject *value)
 {
-    if (!PyLong_CheckExact(value))
-        return call_converter(n, value);
-    int overflow;
-    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
-    if (number == -1 && PyErr_Occurred())
-        return NULL;
-    if (overflow || number < n->low || number > n->high)
-        return call_converter(n, value);
-    return Py_NewRef(value);
+    switch (n->kind) {
+    case J_STRING:
+        return PyUnicode_CheckExact(value);
+    case J_BOOLEAN:
+        return PyBool_Check(value);
+    case J_INTEGER: {
+        if (!PyLong_CheckExact(value))
+            return false;
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        return !overflow && number >= n->low && number <= n->high;  /* no error: value is an int */
+    }
+    default:
+        return false;
+    }
 }
 
 /* StructConverter's placeholder test: row[name] == form (str, or a one-item list of it). */
@@ -234,8 +240,8 @@ static int convert_struct(const JsonNode *n, PyObject *row, PyObject *unavailabl
                 return -1;
             continue;
         }
-        if (field->node == NULL || value == Py_None)
-            continue;
+        if (field->node == NULL || value == Py_None || is_plain_value(field->node, value))
+            continue;  /* the common plain field: checked without a call */
         Py_INCREF(value);
         PyObject *converted = convert_value(field->node, value, unavailable);
         int stored = converted == NULL ? -1 : converted == value ? 0 : PyDict_SetItem(row, field->name, converted);
@@ -290,11 +296,9 @@ static PyObject *convert_value(const JsonNode *n, PyObject *value, PyObject *una
     case J_DOUBLE:
         return PyFloat_CheckExact(value) ? Py_NewRef(value) : call_converter(n, value);
     case J_INTEGER:
-        return integer_of(n, value);
     case J_STRING:
-        return PyUnicode_CheckExact(value) ? Py_NewRef(value) : call_converter(n, value);
     case J_BOOLEAN:
-        return PyBool_Check(value) ? Py_NewRef(value) : call_converter(n, value);
+        return is_plain_value(n, value) ? Py_NewRef(value) : call_converter(n, value);
     case J_BYTES:
         return bytes_of(n, value);
     case J_STRUCT: {
