@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK := compose/native/stack
 
-.PHONY: venv test unit-test test-secure demo bench stack-up stack-down stack-status clean
+.PHONY: venv test unit-test test-secure demo bench sanitize stack-up stack-down stack-status clean
 
 venv: $(VENV)/.installed
 
@@ -37,6 +37,11 @@ test: venv
 test-secure: venv
 	$(BIN)/pytest -q tests/secure
 
+# The C extensions built with AddressSanitizer + UBSan (into build/sanitize/, the .venv build untouched), and
+# the decoder, mapping and fuzz tests run against them (tests/sanitize/run; no services needed).
+sanitize: venv
+	tests/sanitize/run
+
 stack-up:
 	$(STACK) up
 
@@ -47,4 +52,4 @@ stack-status:
 	$(STACK) status
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis build

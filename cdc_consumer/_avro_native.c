@@ -36,7 +36,7 @@
 #include "_native_common.h"  /* Decimal, datetime and date building, ChangeEvent/Source construction */
 
 #define MAX_DEPTH 64                   /* nesting of a description; Connect schemas use a handful */
-#define MAX_ZERO_WIDTH_ITEMS 1000000   /* items per array when an item may take no bytes at all */
+#define MAX_ZERO_WIDTH_ITEMS 100000    /* items per record that may take no bytes at all (nulls): 800 KB of list */
 
 static PyObject *MalformedAvro;
 
@@ -81,6 +81,7 @@ struct Node {
 typedef struct {
     const uint8_t *start, *pos, *end;
     PyObject *unavailable;
+    Py_ssize_t zero_width_left;  /* array items that take no bytes still allowed in this record */
 } Reader;
 
 static PyObject *read_value(Reader *r, const Node *n, bool converting, const Form *form);
@@ -164,8 +165,9 @@ static int read_index(Reader *r, Py_ssize_t count, const char *what, Py_ssize_t 
 
 /* Items in the next array or map block (0 at the end); a negative count is followed by the block's
    byte size. The count is checked against the bytes left before anything is allocated for it; items
-   that may take no bytes (nulls) are capped per array instead, `so_far` counting those already read. */
-static int read_block_count(Reader *r, Py_ssize_t item_min_size, Py_ssize_t so_far, Py_ssize_t *count)
+   that may take no bytes (nulls) are capped per record instead (MAX_ZERO_WIDTH_ITEMS over all its arrays,
+   so many small arrays cannot add up to more memory than one long one). */
+static int read_block_count(Reader *r, Py_ssize_t item_min_size, Py_ssize_t *count)
 {
     int64_t items, byte_size;
     if (read_long(r, &items) < 0)
@@ -179,11 +181,13 @@ static int read_block_count(Reader *r, Py_ssize_t item_min_size, Py_ssize_t so_f
         items = -items;
     }
     Py_ssize_t left = r->end - r->pos;
-    int64_t most = item_min_size > 0 ? left / item_min_size : MAX_ZERO_WIDTH_ITEMS - so_far;
+    int64_t most = item_min_size > 0 ? left / item_min_size : r->zero_width_left;
     if (items > most) {
         malformed(r, "a block of %lld items cannot fit in the %zd bytes left", (long long)items, left);
         return -1;
     }
+    if (item_min_size <= 0)
+        r->zero_width_left -= (Py_ssize_t)items;
     *count = (Py_ssize_t)items;
     return 0;
 }
@@ -291,7 +295,7 @@ static PyObject *read_array(Reader *r, const Node *n, bool converting, const For
     PyObject *items = PyList_New(0);
     Py_ssize_t count;
     while (items != NULL) {
-        if (read_block_count(r, block_item_min_size(n), PyList_GET_SIZE(items), &count) < 0)
+        if (read_block_count(r, block_item_min_size(n), &count) < 0)
             goto fail;
         if (count == 0)
             break;
@@ -316,7 +320,7 @@ static PyObject *read_map(Reader *r, const Node *n, bool converting)
     PyObject *entries = PyDict_New();
     Py_ssize_t count;
     while (entries != NULL) {
-        if (read_block_count(r, block_item_min_size(n), 0, &count) < 0)  /* a map entry takes a byte at least */
+        if (read_block_count(r, block_item_min_size(n), &count) < 0)  /* a map entry takes a byte at least */
             goto fail;
         if (count == 0)
             return entries;
@@ -457,9 +461,9 @@ static int skip_value(Reader *r, const Node *n);
 
 static int skip_blocks(Reader *r, const Node *n)
 {
-    Py_ssize_t count, skipped = 0;
-    for (;; skipped += count) {
-        if (read_block_count(r, block_item_min_size(n), skipped, &count) < 0)
+    Py_ssize_t count;
+    for (;;) {
+        if (read_block_count(r, block_item_min_size(n), &count) < 0)
             return -1;
         if (count == 0)
             return 0;
@@ -696,7 +700,7 @@ static int build_decimal(Node *n, PyObject *conversion)
         return 0;
     if (PyErr_ExceptionMatches(PyExc_ValueError)) {
         PyErr_Clear();
-        return bad_description(conversion, "a decimal scale within +-1,000,000");
+        return bad_description(conversion, "a decimal scale and precision a PostgreSQL numeric can have");
     }
     return -1;
 }
@@ -908,6 +912,7 @@ static int open_reader(Program *self, PyObject *data, PyObject *start, Py_buffer
     r->start = r->pos = (const uint8_t *)view->buf + offset;
     r->end = (const uint8_t *)view->buf + view->len;
     r->unavailable = self->unavailable;
+    r->zero_width_left = MAX_ZERO_WIDTH_ITEMS;
     return 0;
 }
 

@@ -12,6 +12,9 @@
      node     := None                                  the value stays as parsed (no converter)
                | ("call", converter)                   the Python converter converts it
                | ("decimal", scale, precision or None, converter)
+               | ("integer", bits, converter) | ("string", converter) | ("boolean", converter)
+                                                       plain fields: the value is kept when it has the
+                                                       type exactly (an int within bits), else converter
                | ("timestamp_ms" | "timestamp_us" | "timestamp_ns" | "date" | "zoned_timestamp"
                   | "double" | "bytes", converter)
                | ("struct", ((name, node, form), ...), converter)
@@ -35,7 +38,7 @@
 
 typedef enum {
     J_CALL, J_DECIMAL, J_TIMESTAMP_MS, J_TIMESTAMP_US, J_TIMESTAMP_NS, J_DATE, J_ZONED_TIMESTAMP, J_DOUBLE,
-    J_BYTES, J_STRUCT, J_ARRAY
+    J_BYTES, J_STRUCT, J_ARRAY, J_INTEGER, J_STRING, J_BOOLEAN
 } JsonKind;
 
 typedef struct JsonNode JsonNode;
@@ -51,6 +54,7 @@ struct JsonNode {
     JsonKind kind;
     PyObject *converter;  /* the Python converter of this node: every value the node does not know */
     DecimalSpec decimal;
+    long long low, high;  /* integer: the range of its bits */
     Py_ssize_t count;     /* struct: fields */
     JsonField *fields;
     JsonNode *item;       /* array: its items' node */
@@ -180,6 +184,27 @@ static PyObject *moment_of(const JsonNode *n, PyObject *value)
     }
 }
 
+/* Whether a plain field's value has its type exactly (an int within the node's bits): then it is kept as
+   it is. Anything else goes to the Python check, which names it. */
+static bool is_plain_value(const JsonNode *n, PyObject *value)
+{
+    switch (n->kind) {
+    case J_STRING:
+        return PyUnicode_CheckExact(value);
+    case J_BOOLEAN:
+        return PyBool_Check(value);
+    case J_INTEGER: {
+        if (!PyLong_CheckExact(value))
+            return false;
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        return !overflow && number >= n->low && number <= n->high;  /* no error: value is an int */
+    }
+    default:
+        return false;
+    }
+}
+
 /* StructConverter's placeholder test: row[name] == form (str, or a one-item list of it). */
 static int is_placeholder(const JsonField *field, PyObject *value)
 {
@@ -215,8 +240,8 @@ static int convert_struct(const JsonNode *n, PyObject *row, PyObject *unavailabl
                 return -1;
             continue;
         }
-        if (field->node == NULL || value == Py_None)
-            continue;
+        if (field->node == NULL || value == Py_None || is_plain_value(field->node, value))
+            continue;  /* the common plain field: checked without a call */
         Py_INCREF(value);
         PyObject *converted = convert_value(field->node, value, unavailable);
         int stored = converted == NULL ? -1 : converted == value ? 0 : PyDict_SetItem(row, field->name, converted);
@@ -270,6 +295,10 @@ static PyObject *convert_value(const JsonNode *n, PyObject *value, PyObject *una
         return PyUnicode_CheckExact(value) ? zoned_timestamp(n->converter, value) : call_converter(n, value);
     case J_DOUBLE:
         return PyFloat_CheckExact(value) ? Py_NewRef(value) : call_converter(n, value);
+    case J_INTEGER:
+    case J_STRING:
+    case J_BOOLEAN:
+        return is_plain_value(n, value) ? Py_NewRef(value) : call_converter(n, value);
     case J_BYTES:
         return bytes_of(n, value);
     case J_STRUCT: {
@@ -374,7 +403,8 @@ static const struct {
     {"call", J_CALL, 2}, {"decimal", J_DECIMAL, 4}, {"timestamp_ms", J_TIMESTAMP_MS, 2},
     {"timestamp_us", J_TIMESTAMP_US, 2}, {"timestamp_ns", J_TIMESTAMP_NS, 2}, {"date", J_DATE, 2},
     {"zoned_timestamp", J_ZONED_TIMESTAMP, 2}, {"double", J_DOUBLE, 2}, {"bytes", J_BYTES, 2},
-    {"struct", J_STRUCT, 3}, {"array", J_ARRAY, 3},
+    {"struct", J_STRUCT, 3}, {"array", J_ARRAY, 3}, {"integer", J_INTEGER, 3}, {"string", J_STRING, 2},
+    {"boolean", J_BOOLEAN, 2},
 };
 
 static int bad_description(PyObject *description, const char *expected)
@@ -440,6 +470,19 @@ static int build_struct(JsonNode *n, PyObject *fields, int depth)
     return 0;
 }
 
+/* ("integer", bits, converter): bits 8, 16, 32 or 64. */
+static int integer_range_build(JsonNode *n, PyObject *description)
+{
+    long bits = PyLong_AsLong(PyTuple_GET_ITEM(description, 1));
+    if (bits == -1 && PyErr_Occurred())
+        return -1;
+    if (bits != 8 && bits != 16 && bits != 32 && bits != 64)
+        return bad_description(description, "integer bits of 8, 16, 32 or 64");
+    n->high = bits == 64 ? INT64_MAX : (1LL << (bits - 1)) - 1;
+    n->low = -n->high - 1;
+    return 0;
+}
+
 /* *out: the node of a description, NULL for None (no converter). */
 static int node_build(PyObject *description, int depth, JsonNode **out)
 {
@@ -468,6 +511,8 @@ static int node_build(PyObject *description, int depth, JsonNode **out)
         n->converter = Py_NewRef(converter);
         if (n->kind == J_DECIMAL)
             return decimal_spec_build(&n->decimal, PyTuple_GET_ITEM(description, 1), PyTuple_GET_ITEM(description, 2));
+        if (n->kind == J_INTEGER)
+            return integer_range_build(n, description);
         if (n->kind == J_STRUCT)
             return build_struct(n, PyTuple_GET_ITEM(description, 1), depth);
         if (n->kind == J_ARRAY) {

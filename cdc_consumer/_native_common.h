@@ -35,10 +35,27 @@ typedef enum {
 typedef struct {
     bool has_precision;    /* whether the schema limits its digits */
     long long precision;   /* most digits allowed */
+    Py_ssize_t most_bytes; /* most bytes of the minimal unscaled integer: `precision`'s cheap bound */
     char exponent[24];     /* "E<-scale>" */
 } DecimalSpec;
 
-/* The spec of (scale, precision or None); a scale beyond +-1,000,000 is refused (ValueError). */
+/* The limits of a PostgreSQL numeric (debezium.py: DECIMAL_SCALES, DECIMAL_PRECISIONS, MAX_NUMERIC_DIGITS):
+   numeric(p, s) has 1 <= p <= 1000 and -1000 <= s <= 1000; an unconstrained one at most 131072 + 16383 digits. */
+#define MAX_DECIMAL_SCALE 1000
+#define MAX_DECIMAL_PRECISION 1000
+#define MAX_NUMERIC_DIGITS (131072 + 16383)
+
+/* Most bytes of the minimal two's complement of an integer with `digits` decimal digits (debezium.py's
+   unscaled_bits_bound, plus the sign bit): checked before any digit is computed. */
+static Py_ssize_t unscaled_bytes_bound(long long digits)
+{
+    return (Py_ssize_t)(((digits * 3322 + 999) / 1000 + 1 + 7) / 8);
+}
+
+static PyObject *value_error(const char *reason);
+
+/* The spec of (scale, precision or None); a scale or precision no PostgreSQL numeric has is refused
+   (ValueError: the schema is then decoded on the Python path, which names it InvalidValue). */
 static int decimal_spec_build(DecimalSpec *spec, PyObject *scale_object, PyObject *precision)
 {
     long long scale = PyLong_AsLongLong(scale_object);
@@ -46,10 +63,16 @@ static int decimal_spec_build(DecimalSpec *spec, PyObject *scale_object, PyObjec
     spec->precision = spec->has_precision ? PyLong_AsLongLong(precision) : 0;
     if (PyErr_Occurred())
         return -1;
-    if (scale < -1000000 || scale > 1000000) {
-        PyErr_SetString(PyExc_ValueError, "a decimal scale beyond +-1,000,000");
+    if (scale < -MAX_DECIMAL_SCALE || scale > MAX_DECIMAL_SCALE) {
+        PyErr_SetString(PyExc_ValueError, "a decimal scale outside PostgreSQL's -1000..1000");
         return -1;
     }
+    if (spec->has_precision && (spec->precision < 1 || spec->precision > MAX_DECIMAL_PRECISION)) {
+        PyErr_SetString(PyExc_ValueError, "a decimal precision outside PostgreSQL's 1..1000");
+        return -1;
+    }
+    /* as loose as debezium.py's first bound: the digit count then decides */
+    spec->most_bytes = unscaled_bytes_bound(spec->has_precision ? 2 * spec->precision + 100 : MAX_NUMERIC_DIGITS);
     snprintf(spec->exponent, sizeof(spec->exponent), "E%lld", -scale);
     return 0;
 }
@@ -140,6 +163,12 @@ static PyObject *decimal_from_twos_complement(const DecimalSpec *spec, const uin
 {
     if (size == 0)
         return value_error("empty decimal bytes");
+    while (size > 1 && ((bytes[0] == 0x00 && !(bytes[1] & 0x80)) || (bytes[0] == 0xff && (bytes[1] & 0x80)))) {
+        bytes++;  /* a redundant sign byte: the same number one byte shorter */
+        size--;
+    }
+    if (size > spec->most_bytes)
+        return value_error("more bytes than the decimal's precision allows");
     char buffer[48];
     char *end = buffer + sizeof(buffer), *start;
     bool negative = bytes[0] & 0x80;
@@ -268,17 +297,36 @@ static PyObject *slot_value(PyObject *value)
     return Py_NewRef(value != NULL ? value : Py_None);
 }
 
-/* _ts_us: ts_us, else ts_ms in microseconds (Debezium before 2.6), else None. */
+/* Whether a plain field holds None (or is missing), or an exact int within int64; -1 with an error set. */
+static int is_optional_int64(PyObject *value)
+{
+    if (value == NULL || value == Py_None)
+        return 1;
+    if (!PyLong_CheckExact(value))
+        return 0;
+    int overflow;
+    long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (number == -1 && PyErr_Occurred())
+        return -1;
+    return !overflow;
+}
+
+/* _ts_us: ts_us, else ts_ms in microseconds (Debezium before 2.6), else None; each an int64 (anything else
+   is a ValueError here, and the Python path names it InvalidValue: never repeat a str). */
 static PyObject *micros_of(PyObject *ts_us, PyObject *ts_ms)
 {
     if ((ts_us == NULL || ts_us == Py_None) && ts_ms != NULL && ts_ms != Py_None) {
-        if (!PyLong_CheckExact(ts_ms))  /* the Python path names it (InvalidValue): never repeat a str */
-            return value_error("ts_ms is not an integer");
+        int checked = is_optional_int64(ts_ms);
+        if (checked <= 0)
+            return checked < 0 ? NULL : value_error("ts_ms is not an int64");
         PyObject *thousand = PyLong_FromLong(1000);
         PyObject *micros = thousand == NULL ? NULL : PyNumber_Multiply(ts_ms, thousand);
         Py_XDECREF(thousand);
         return micros;
     }
+    int checked = is_optional_int64(ts_us);
+    if (checked <= 0)
+        return checked < 0 ? NULL : value_error("ts_us is not an int64");
     return slot_value(ts_us);
 }
 
@@ -305,8 +353,33 @@ static PyObject *dataclass_instance(PyTypeObject *type, PyObject *const *members
     return instance;
 }
 
+/* source_from's checks of the plain source fields: int64 positions, str names (or None). */
+static int source_fields_valid(PyObject **slots)
+{
+    static const int integers[] = {S_LSN, S_TX_ID}, texts[] = {S_DB, S_SCHEMA, S_TABLE, S_SEQUENCE};
+    for (size_t i = 0; i < sizeof(integers) / sizeof(integers[0]); i++) {
+        int checked = is_optional_int64(slots[integers[i]]);
+        if (checked < 0)
+            return -1;
+        if (checked == 0) {
+            value_error("a source position is not an int64");
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+        PyObject *value = slots[texts[i]];
+        if (value != NULL && value != Py_None && !PyUnicode_CheckExact(value)) {
+            value_error("a source name is not a string");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static PyObject *source_instance(const EventShape *shape, PyObject **slots)
 {
+    if (source_fields_valid(slots) < 0)
+        return NULL;
     PyObject *snapshot = slots[S_SNAPSHOT] == NULL || slots[S_SNAPSHOT] == Py_None
                              ? Py_NewRef(Py_None) : member_of(shape->snapshots, slots[S_SNAPSHOT], "snapshot");
     if (snapshot == NULL)

@@ -38,12 +38,13 @@ from cdc_consumer.debezium import (
     StructConverter,
     Wire,
     array_converter,
+    brief,
     is_semantic_struct,
     leaf_converter,
     map_converter,
     placeholder_form,
 )
-from cdc_consumer.decoder import Decoder, native_event_types
+from cdc_consumer.decoder import MAX_SCHEMA_DEPTH, Decoder, native_event_types
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
 
 try:
@@ -136,20 +137,32 @@ _NATIVE_INTEGER_CONVERSIONS = {
     "io.debezium.time.Date": ("date",), "org.apache.kafka.connect.data.Date": ("date",),
 }
 _ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
+_MAX_FIXED_SIZE = 1 << 20  # Connect writes fixed only for decimals (a few bytes); this bounds a body's reads
 
 
 class _AvroCompiler:
     def __init__(self, placeholder: str) -> None:
         self._placeholder = placeholder
         self._named: dict[str, _Node] = {}
+        self._depth = 0
 
     def compile(self, schema: Any, namespace: str, what: str) -> _Node:
+        """One schema node; containers nested deeper than decoder.MAX_SCHEMA_DEPTH are a SchemaError."""
+        if self._depth >= MAX_SCHEMA_DEPTH:
+            raise SchemaError(f"{what}: nested more than {MAX_SCHEMA_DEPTH} levels deep")
+        self._depth += 1
+        try:
+            return self._compile(schema, namespace, what)
+        finally:
+            self._depth -= 1
+
+    def _compile(self, schema: Any, namespace: str, what: str) -> _Node:
         if isinstance(schema, str):
             return self._reference(schema, namespace, what)
         if isinstance(schema, list):
             return self._union(schema, namespace, what)
         if not isinstance(schema, dict) or "type" not in schema:
-            raise SchemaError(f"{what}: not an Avro schema: {schema!r:.80}")
+            raise SchemaError(f"{what}: not an Avro schema: {brief(schema, 80)}")
         kind = schema["type"]
         if kind == "record" or kind == "error":
             return self._record(schema, namespace, what)
@@ -174,7 +187,7 @@ class _AvroCompiler:
         for candidate in (f"{namespace}.{name}" if namespace and "." not in name else name, name):
             if candidate in self._named:
                 return self._named[candidate]
-        raise SchemaError(f"{what}: unknown Avro type {name!r}")
+        raise SchemaError(f"{what}: unknown Avro type {brief(name)}")
 
     def _union(self, branches: list[Any], namespace: str, what: str) -> _Node:
         nodes = [self.compile(branch, namespace, what) for branch in branches]
@@ -189,7 +202,9 @@ class _AvroCompiler:
     def _leaf(self, schema: Mapping[str, Any], kind: str, what: str) -> _Node:
         connect_type = schema.get("connect.type") or _AVRO_PRIMITIVES.get(kind)
         if connect_type is None:
-            raise SchemaError(f"{what}: unknown Avro type {kind!r}")
+            raise SchemaError(f"{what}: unknown Avro type {brief(kind)}")
+        if kind == "fixed" and not (schema.get("size").__class__ is int and 0 <= schema["size"] <= _MAX_FIXED_SIZE):
+            raise SchemaError(f"{what}: fixed size {brief(schema.get('size'))} is not within 0..{_MAX_FIXED_SIZE}")
         name = schema.get("connect.name")
         params = schema.get("connect.parameters")
         logical = schema.get("logicalType")
@@ -220,9 +235,9 @@ class _AvroCompiler:
 
     def _field(self, field: Any, namespace: str, parent: str) -> tuple[str, _Node, str, Any]:
         if not isinstance(field, dict) or not isinstance(field.get("name"), str):
-            raise SchemaError(f"{parent}: record field without a name: {field!r:.80}")
+            raise SchemaError(f"{parent}: record field without a name: {brief(field, 80)}")
         name = field["name"]
-        node = self.compile(field.get("type"), namespace, f"{parent}.{name}")
+        node = self.compile(field.get("type"), namespace, f"{parent}.{name[:60]}")
         connect_type, describe = _describe(field.get("type"))
         form = placeholder_form(connect_type, Wire.AVRO, self._placeholder)
         if isinstance(form, list) and node.convert is not None:

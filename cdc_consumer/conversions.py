@@ -87,14 +87,29 @@ def to_decimal(value: Any) -> Decimal:
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, str):
-        try:
-            value = Decimal(value)
-        except InvalidOperation as exc:
-            raise ConversionError(f"not a decimal number: {value!r:.80}") from exc
+        value = _decimal_from_text(value)
     if not isinstance(value, Decimal):
         raise _type_error("a decimal", value)
     if not value.is_finite():
         raise ConversionError(f"{value} is not a finite decimal")
+    return value
+
+
+# A text decimal (a source text column mapped to a decimal) as exact as a PostgreSQL numeric can be: at most
+# 131072 digits before the point and 16383 after it, so neither the value nor its CQL form grows further.
+_MAX_DECIMAL_TEXT = 131072 + 16383 + 16
+_DECIMAL_EXPONENTS = range(-16383, 131072)
+
+
+def _decimal_from_text(text: str) -> Decimal:
+    if len(text) > _MAX_DECIMAL_TEXT:
+        raise ConversionError(f"a decimal text of {len(text)} characters: longer than a PostgreSQL numeric")
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise ConversionError(f"not a decimal number: {text!r:.80}") from exc
+    if value.is_finite() and value.as_tuple().exponent not in _DECIMAL_EXPONENTS:
+        raise ConversionError(f"{text!r:.80} has an exponent beyond a PostgreSQL numeric's")
     return value
 
 

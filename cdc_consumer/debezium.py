@@ -13,6 +13,13 @@ Decisions:
 - Values Python cannot represent exactly are errors, never approximations: a timestamp outside
   datetime's years 1..9999 (PostgreSQL allows 4713 BC .. 294276 AD and `infinity`), `time` 24:00:00,
   and sub-microsecond digits of Nano* types raise `InvalidValue`, so the record goes to the DLQ.
+- Nothing beyond what PostgreSQL can hold is accepted, so no output grows with a number the record chose: a
+  Decimal's scale must be within numeric(p, s)'s -1000..1000 and its precision 1..1000, a
+  VariableScaleDecimal's scale within 0..16383 (the most digits an unconstrained numeric keeps after the
+  point); anything else is `InvalidValue`.
+- Plain fields are checked against their Connect type, never converted: an int64 holds a Python int within
+  64 bits (not a bool, a float or a string), a string a str, a boolean a bool (JSON; Avro's wire types
+  already guarantee it, but for int8/int16 the range).
 - `io.debezium.data.Json` stays the JSON text (exact; json keeps its whitespace); `Bits` becomes the
   int whose binary digits are the bit string; `MicroDuration` a timedelta of its microseconds.
 """
@@ -76,6 +83,24 @@ _SPECIAL_FLOATS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": f
 _FLOAT32 = struct.Struct("<f")
 
 
+# PostgreSQL numeric: a declared numeric(p, s) has 1 <= p <= 1000 and -1000 <= s <= 1000 (Debezium writes it
+# as a Connect Decimal of that scale and precision); an unconstrained numeric keeps up to 131072 digits
+# before the point and 16383 after it (Debezium: VariableScaleDecimal, scale = the digits after the point).
+DECIMAL_SCALES = range(-1000, 1001)
+DECIMAL_PRECISIONS = range(1, 1001)
+VARIABLE_SCALES = range(0, 16384)
+MAX_NUMERIC_DIGITS = 131072 + 16383
+
+
+def unscaled_bits_bound(digits: int) -> int:
+    """Most bits of the magnitude of an integer of `digits` decimal digits: a cheap bound, checked before
+    the (quadratic) conversion to digits."""
+    return (digits * 3322 + 999) // 1000  # log2(10) < 3.322
+
+
+_MAX_UNSCALED_BITS = unscaled_bits_bound(MAX_NUMERIC_DIGITS)
+
+
 def decimal_from_unscaled(unscaled: int, scale: int) -> Decimal:
     """unscaled × 10^-scale, built from its digits: exact at any precision (no context arithmetic)."""
     return Decimal(f"{unscaled}E{-scale}")
@@ -85,7 +110,42 @@ def unscaled_from_bytes(raw: bytes) -> int:
     """Connect's Decimal bytes: the big-endian two's-complement unscaled integer."""
     if not raw:
         raise ValueError("empty decimal bytes")
-    return int.from_bytes(raw, "big", signed=True)
+    unscaled = int.from_bytes(raw, "big", signed=True)
+    if unscaled.bit_length() > _MAX_UNSCALED_BITS:
+        raise ValueError("more unscaled digits than a PostgreSQL numeric holds")
+    return unscaled
+
+
+def _integer_check(connect_type: str) -> Converter:
+    """A plain intN field: a Python int (not a bool) within N bits, returned as is."""
+    bits = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}[connect_type]
+    low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+    def check(value: Any) -> int:
+        if value.__class__ is not int:
+            raise TypeError(f"{connect_type} expected, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise ValueError(f"outside {connect_type}")
+        return value
+
+    return check
+
+
+def _exact_type(connect_type: str, cls: type) -> Converter:
+    """A plain field whose wire value must be exactly `cls` (str for string, bool for boolean)."""
+    def check(value: Any) -> Any:
+        if value.__class__ is not cls:
+            raise TypeError(f"{connect_type} expected, got {type(value).__name__}")
+        return value
+
+    return check
+
+
+def _whole_number(value: Any) -> int:
+    """The epoch count of a temporal int32/int64 field: an int, never a bool, float or string."""
+    if value.__class__ is not int:
+        raise TypeError(f"an integer count expected, got {type(value).__name__}")
+    return value
 
 
 def bytes_from_base64(text: str) -> bytes:
@@ -94,6 +154,8 @@ def bytes_from_base64(text: str) -> bytes:
 
 
 def _utc_datetime(micros: int) -> datetime:
+    if micros.__class__ is not int:
+        raise TypeError(f"an integer count expected, got {type(micros).__name__}")
     try:
         return _EPOCH + timedelta(microseconds=micros)
     except OverflowError:
@@ -101,14 +163,14 @@ def _utc_datetime(micros: int) -> datetime:
 
 
 def _whole_micros(nanos: int) -> int:
-    micros, rest = divmod(nanos, 1000)
+    micros, rest = divmod(_whole_number(nanos), 1000)
     if rest:
         raise ValueError(f"{nanos} ns has sub-microsecond digits that datetime cannot hold")
     return micros
 
 
 def _time_of_day(micros: int) -> time:
-    if not 0 <= micros < _MICROS_PER_DAY:
+    if not 0 <= _whole_number(micros) < _MICROS_PER_DAY:
         raise ValueError(f"{micros} µs is not a datetime.time (00:00 <= t < 24:00)")
     seconds, micro = divmod(micros, 1_000_000)
     minutes, second = divmod(seconds, 60)
@@ -118,7 +180,7 @@ def _time_of_day(micros: int) -> time:
 
 def _date_from_days(days: int) -> date:
     try:
-        return date.fromordinal(_EPOCH_ORDINAL + days)
+        return date.fromordinal(_EPOCH_ORDINAL + _whole_number(days))
     except (ValueError, OverflowError):
         raise ValueError(f"{days} days since epoch is outside date's years 1..9999") from None
 
@@ -177,6 +239,15 @@ def _json_float32(value: Any) -> float:
 
 # ------------------------------------------------------------------------- schema parameters
 
+def brief(value: Any, most: int = 40) -> str:
+    """repr(value) cut to `most` characters: error messages never repeat a long hostile value."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond Python's digit limit
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= most else text[:most - 3] + "..."
+
+
 def _int_param(params: Mapping[str, Any], key: str, what: str, *, required: bool) -> int | None:
     raw = params.get(key)
     if raw is None:
@@ -186,21 +257,36 @@ def _int_param(params: Mapping[str, Any], key: str, what: str, *, required: bool
     try:
         return int(raw)
     except (TypeError, ValueError):
-        raise SchemaError(f"{what} has a non-integer '{key}' parameter {raw!r}") from None
+        raise SchemaError(f"{what} has a non-integer '{key}' parameter {brief(raw)}") from None
 
 
 # ----------------------------------------------------------------------- leaf converters
 
-def _decimal_converter(params: Mapping[str, Any], wire: Wire, what: str) -> Converter:
+def decimal_parameters(params: Mapping[str, Any], what: str) -> tuple[int, int | None]:
+    """(scale, precision or None) of a Connect Decimal, each within what a PostgreSQL numeric can have."""
     scale = _int_param(params, "scale", what, required=True)
     precision = _int_param(params, "connect.decimal.precision", what, required=False)
+    if scale not in DECIMAL_SCALES:
+        raise InvalidValue(f"{what}: scale {brief(scale)} is outside PostgreSQL's -1000..1000")
+    if precision is not None and precision not in DECIMAL_PRECISIONS:
+        raise InvalidValue(f"{what}: precision {brief(precision)} is outside PostgreSQL's 1..1000")
+    return scale, precision
+
+
+def _decimal_converter(params: Mapping[str, Any], wire: Wire, what: str) -> Converter:
+    scale, precision = decimal_parameters(params, what)
     exponent = f"E{-scale}"
+    # a cheap first bound, loose enough that the exact digit count below names an ordinary overflow
+    most_bits = _MAX_UNSCALED_BITS if precision is None else unscaled_bits_bound(2 * precision + 100)
     from_bytes, a2b_base64 = int.from_bytes, binascii.a2b_base64  # hot path: one call per decimal
 
     def from_raw(raw: bytes) -> Decimal:
         if not raw:
             raise ValueError("empty decimal bytes")
-        digits = str(from_bytes(raw, "big", signed=True))
+        unscaled = from_bytes(raw, "big", signed=True)
+        if unscaled.bit_length() > most_bits:
+            raise ValueError("more digits than the decimal's precision")
+        digits = str(unscaled)
         if precision is not None and len(digits) - (digits[0] == "-") > precision:
             raise ValueError(f"{digits} has more than {precision} digits")
         return Decimal(digits + exponent)
@@ -237,7 +323,9 @@ def _variable_scale_decimal(wire: Wire) -> Converter:
     def convert(value: Mapping[str, Any]) -> Decimal:
         scale = value["scale"]
         if scale.__class__ is not int:
-            raise ValueError(f"scale {scale!r} is not an integer")
+            raise ValueError(f"scale {brief(scale)} is not an integer")
+        if scale not in VARIABLE_SCALES:
+            raise ValueError(f"scale {brief(scale)} is outside PostgreSQL's 0..16383")
         return decimal_from_unscaled(unscaled_from_bytes(to_bytes(value["value"])), scale)
 
     return convert
@@ -259,11 +347,11 @@ def _bits(wire: Wire) -> Converter:
 
 
 def _millis_timestamp(ms: int) -> datetime:
-    return _utc_datetime(ms * 1000)
+    return _utc_datetime(_whole_number(ms) * 1000)
 
 
 def _millis_time(ms: int) -> time:
-    return _time_of_day(ms * 1000)
+    return _time_of_day(_whole_number(ms) * 1000)
 
 
 # Semantic name -> (the Connect type it sits on, converter of the wire value; None: the value is right as is)
@@ -280,9 +368,9 @@ _SEMANTIC_VALUES: dict[str, tuple[str, Converter | None]] = {
     "org.apache.kafka.connect.data.Time": ("int32", _millis_time),
     "io.debezium.time.MicroTime": ("int64", _time_of_day),
     "io.debezium.time.NanoTime": ("int64", lambda ns: _time_of_day(_whole_micros(ns))),
-    "io.debezium.time.MicroDuration": ("int64", lambda micros: timedelta(microseconds=micros)),
+    "io.debezium.time.MicroDuration": ("int64", lambda micros: timedelta(microseconds=_whole_number(micros))),
     "io.debezium.data.Json": ("string", None),  # the JSON text itself: exact, whitespace kept
-    "io.debezium.data.Enum": ("string", None),
+    "io.debezium.data.Enum": ("string", None),  # (None: the plain type's check, see leaf_converter)
     "io.debezium.data.EnumSet": ("string", None),
     "io.debezium.data.Uuid": ("string", uuid.UUID),
 }
@@ -294,11 +382,25 @@ _SEMANTIC_FACTORIES: dict[str, tuple[str, Callable[[Mapping[str, Any], Wire, str
     "io.debezium.data.Bits": ("bytes", lambda params, wire, what: _bits(wire)),
 }
 
+# The checks of plain fields (one instance each: decoder.py describes them to the C extension by identity)
+PLAIN_CHECKS: dict[str, Converter] = {connect_type: _integer_check(connect_type)
+                                      for connect_type in ("int8", "int16", "int32", "int64")}
+PLAIN_CHECKS["string"] = _exact_type("string", str)
+PLAIN_CHECKS["boolean"] = _exact_type("boolean", bool)
+
+
+def _plain(connect_type: str, *, avro_checks: bool = False) -> Callable[[Wire], Converter | None]:
+    """JSON values are checked against their type; Avro's wire types hold it already (but int8/int16 sit on
+    an Avro int, so their range is checked)."""
+    check = PLAIN_CHECKS[connect_type]
+    return lambda wire: check if wire is Wire.JSON or avro_checks else None
+
+
 # Connect primitive type (as JsonConverter spells it: "float" is float32, "double" float64) -> converter
 # of its wire value, or None when the wire value is already right
 _PRIMITIVES: dict[str, Callable[[Wire], Converter | None]] = {
-    "int8": lambda wire: None, "int16": lambda wire: None, "int32": lambda wire: None,
-    "int64": lambda wire: None, "boolean": lambda wire: None, "string": lambda wire: None,
+    "int8": _plain("int8", avro_checks=True), "int16": _plain("int16", avro_checks=True),
+    "int32": _plain("int32"), "int64": _plain("int64"), "boolean": _plain("boolean"), "string": _plain("string"),
     "double": lambda wire: _json_double if wire is Wire.JSON else None,
     "float": lambda wire: _json_float32 if wire is Wire.JSON else float32_shortest,
     "bytes": _json_bytes,
@@ -311,14 +413,19 @@ def leaf_converter(connect_type: str, name: str | None, params: Mapping[str, Any
 
     `what` names the field for error messages. Returns None when the wire value needs no change.
     """
+    if connect_type.__class__ is not str or not (name is None or name.__class__ is str):
+        raise SchemaError(f"{what}: type {brief(connect_type)} and name {brief(name)} must be strings")
+    if params is not None and not isinstance(params, Mapping):
+        raise SchemaError(f"{what}: parameters {brief(params)} must be a mapping")
+    primitive = _PRIMITIVES.get(connect_type)
     if name in _SEMANTIC_VALUES or name in _SEMANTIC_FACTORIES:
         expected, make = _SEMANTIC_FACTORIES.get(name) or _constant_factory(*_SEMANTIC_VALUES[name])
         if connect_type != expected:
-            raise SchemaError(f"{what}: {name} on a {connect_type} field (expected {expected})")
-        return make(params or {}, wire, f"{what}: {name}")
-    primitive = _PRIMITIVES.get(connect_type)
+            raise SchemaError(f"{what}: {name} on a {connect_type[:40]} field (expected {expected})")
+        convert = make(params or {}, wire, f"{what}: {name}")
+        return convert if convert is not None or primitive is None else primitive(wire)
     if primitive is None:
-        raise SchemaError(f"{what}: unknown Connect type {connect_type!r}")
+        raise SchemaError(f"{what}: unknown Connect type {brief(connect_type)}")
     return primitive(wire)
 
 
@@ -326,9 +433,9 @@ def _constant_factory(connect_type: str, convert: Converter | None):
     return connect_type, lambda params, wire, what: convert
 
 
-def is_semantic_struct(name: str | None) -> bool:
+def is_semantic_struct(name: Any) -> bool:
     """A struct that decodes to one value (VariableScaleDecimal) rather than to a dict."""
-    return name in _SEMANTIC_FACTORIES and _SEMANTIC_FACTORIES[name][0] == "struct"
+    return name.__class__ is str and name in _SEMANTIC_FACTORIES and _SEMANTIC_FACTORIES[name][0] == "struct"
 
 
 # ------------------------------------------------------------------ containers and structs
@@ -447,7 +554,7 @@ _SNAPSHOTS.update({True: Snapshot.TRUE, False: Snapshot.FALSE})
 
 
 def source_from(raw: Any) -> Source | None:
-    """The envelope's `source` block (its fields are plain Connect types: no converters needed)."""
+    """The envelope's `source` block (its fields are plain Connect types: checked, no converters needed)."""
     if raw is None:
         return None
     if raw.__class__ is not dict:
@@ -456,18 +563,35 @@ def source_from(raw: Any) -> Source | None:
     snapshot = get("snapshot")
     if snapshot is not None:
         snapshot = _enum_value(_SNAPSHOTS, snapshot, "source.snapshot")
-    return Source(ts_us=_ts_us(raw), lsn=get("lsn"), tx_id=get("txId"), snapshot=snapshot, db=get("db"),
-                  schema=get("schema"), table=get("table"), sequence=get("sequence"))
+    lsn, tx_id = _optional(raw, "lsn", int), _optional(raw, "txId", int)
+    db, schema, table = _optional(raw, "db", str), _optional(raw, "schema", str), _optional(raw, "table", str)
+    return Source(ts_us=_ts_us(raw, "source."), lsn=lsn, tx_id=tx_id, snapshot=snapshot, db=db, schema=schema,
+                  table=table, sequence=_optional(raw, "sequence", str))
 
 
-def _ts_us(block: dict[str, Any]) -> int | None:
-    """`ts_us`, or `ts_ms` in microseconds (Debezium before 2.6 sent milliseconds only)."""
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def _optional(block: dict[str, Any], name: str, cls: type) -> Any:
+    """A plain source field: None, or exactly `cls` (an int within int64)."""
+    value = block.get(name)
+    if value is None or (value.__class__ is cls and (cls is not int or value in _INT64)):
+        return value
+    raise InvalidValue(f"source.{name}: expected {'an int64' if cls is int else 'a string'}, got {brief(value)}")
+
+
+def _ts_us(block: dict[str, Any], where: str = "") -> int | None:
+    """`ts_us`, or `ts_ms` in microseconds (Debezium before 2.6 sent milliseconds only); int64 or None."""
     ts_us = block.get("ts_us")
-    if ts_us is None and block.get("ts_ms") is not None:
-        ts_us = block["ts_ms"]
-        if ts_us.__class__ is not int:  # e.g. a schema typing ts_ms as Timestamp turned it into a datetime
-            raise InvalidValue(f"ts_ms: expected epoch milliseconds, got {ts_us!r:.80}")
-        return ts_us * 1000
+    if ts_us is None:
+        ts_ms = block.get("ts_ms")
+        if ts_ms is None:
+            return None
+        if ts_ms.__class__ is not int or ts_ms not in _INT64:  # e.g. a datetime, when a schema typed it Timestamp
+            raise InvalidValue(f"{where}ts_ms: expected epoch milliseconds, got {brief(ts_ms)}")
+        return ts_ms * 1000
+    if ts_us.__class__ is not int or ts_us not in _INT64:
+        raise InvalidValue(f"{where}ts_us: expected epoch microseconds, got {brief(ts_us)}")
     return ts_us
 
 
@@ -475,7 +599,7 @@ def _enum_value(members: Mapping[Any, Any], wire: Any, what: str) -> Any:
     try:
         return members[wire]
     except (KeyError, TypeError):
-        raise InvalidValue(f"{what}: unknown value {wire!r}") from None
+        raise InvalidValue(f"{what}: unknown value {brief(wire)}") from None
 
 
 class EnvelopeCodec:
@@ -565,8 +689,17 @@ class ChangeDecoder:
 
 
 def header_map(headers: Any) -> dict[str, bytes | None]:
-    """confluent-kafka's [(name, bytes), ...] (or a mapping, or None) as {name: bytes}; last one wins."""
+    """confluent-kafka's [(name, bytes), ...] (or a mapping, or None) as {name: bytes}; last one wins.
+
+    Names must be str and values bytes, str (encoded as UTF-8) or None; anything else is InvalidValue."""
     if not headers:
         return {}
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return {name: value.encode() if isinstance(value, str) else value for name, value in items}
+    try:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        found = {name: value.encode() if value.__class__ is str else value for name, value in items}
+    except (TypeError, ValueError, UnicodeError):
+        raise InvalidValue(f"headers: expected (name, value) pairs, got {brief(headers)}") from None
+    for name, value in found.items():
+        if name.__class__ is not str or not (value is None or value.__class__ is bytes):
+            raise InvalidValue(f"headers: {brief(name)} is not a str name with bytes or None")
+    return found

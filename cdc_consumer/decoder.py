@@ -36,6 +36,7 @@ from cdc_consumer.debezium import _OPS as OPS_BY_WIRE
 from cdc_consumer.debezium import _SNAPSHOTS as SNAPSHOTS_BY_WIRE
 from cdc_consumer.debezium import (
     DECIMAL,
+    PLAIN_CHECKS,
     ChangeDecoder,
     Converter,
     EnvelopeCodec,
@@ -46,7 +47,9 @@ from cdc_consumer.debezium import (
     Wire,
     _json_double,
     array_converter,
+    brief,
     bytes_from_base64,
+    decimal_parameters,
     header_map,
     is_semantic_struct,
     leaf_converter,
@@ -69,6 +72,11 @@ PK_CHANGE_HEADERS = {"__debezium.newkey": "newkey", "__debezium.oldkey": "oldkey
 
 class InvalidJson(DecodeError):
     """The key, value or a header is not valid JSON."""
+
+
+# Containers nested deeper than this are refused (SchemaError): Debezium's envelopes nest three or four deep,
+# and a bound keeps the schema walk, the extension's program and every payload walk shallow.
+MAX_SCHEMA_DEPTH = 32
 
 
 def compile_connect_schema(schema: Any, *, placeholder: str = UNAVAILABLE.TEXT, what: str = "value",
@@ -94,51 +102,61 @@ _NATIVE_LEAVES = {
 }
 
 
-def _compile_node(schema: Any, placeholder: str, what: str, wire: Wire) -> _Node:
+def _compile_node(schema: Any, placeholder: str, what: str, wire: Wire, depth: int = 0) -> _Node:
     if schema.__class__ is not dict or not isinstance(schema.get("type"), str):
-        raise SchemaError(f"{what}: not a Connect schema: {schema!r:.80}")
+        raise SchemaError(f"{what}: not a Connect schema: {brief(schema, 80)}")
+    if depth > MAX_SCHEMA_DEPTH:
+        raise SchemaError(f"{what}: nested more than {MAX_SCHEMA_DEPTH} levels deep")
     kind, name = schema["type"], schema.get("name")
+    if name is not None and name.__class__ is not str:
+        raise SchemaError(f"{what}: a schema name must be a string, not {brief(name)}")
     if kind == "struct" and not is_semantic_struct(name):
         fields = schema.get("fields")
         if not isinstance(fields, list):
             raise SchemaError(f"{what}: struct without a 'fields' list")
-        compiled = [_compile_field(field, placeholder, wire, what) for field in fields]
+        compiled = [_compile_field(field, placeholder, wire, what, depth + 1) for field in fields]
         convert = StructConverter((name, node.convert, describe, form) for name, node, describe, form in compiled)
         if len({name for name, *_ in compiled}) < len(compiled):  # one entry per name in StructConverter
             return _Node(convert, ("call", convert))
         return _Node(convert, ("struct", tuple((name, node.plan, form) for name, node, _, form in compiled), convert))
     if kind == "array":
-        items = _compile_node(schema.get("items"), placeholder, f"{what}[]", wire)
+        items = _compile_node(schema.get("items"), placeholder, f"{what}[]", wire, depth + 1)
         convert = array_converter(items.convert)
         return _Node(convert, None if convert is None else ("array", items.plan, convert))
     if kind == "map":
-        convert = map_converter(_compile_node(schema.get("keys"), placeholder, f"{what} key", wire).convert,
-                                _compile_node(schema.get("values"), placeholder, f"{what}{{}}", wire).convert)
+        convert = map_converter(_compile_node(schema.get("keys"), placeholder, f"{what} key", wire, depth + 1).convert,
+                                _compile_node(schema.get("values"), placeholder, f"{what}{{}}", wire, depth + 1).convert)
         return _Node(convert, ("call", convert))
     params = schema.get("parameters")
     convert = leaf_converter(kind, name, params, wire, what)
     return _Node(convert, _leaf_plan(name, params, convert))
 
 
+_PLAIN_PLANS = {check: ("integer", int(connect_type[3:])) if connect_type.startswith("int") else (connect_type,)
+                for connect_type, check in PLAIN_CHECKS.items()}
+
+
 def _leaf_plan(name: Any, params: Any, convert: Converter | None) -> Any:
     """The extension's description of a leaf whose Python converter leaf_converter returned."""
     if convert is None:
         return None
+    plain = _PLAIN_PLANS.get(convert)
+    if plain is not None:
+        return (*plain, convert)
     if name == DECIMAL:
-        precision = params.get("connect.decimal.precision")
-        return ("decimal", int(params["scale"]), None if precision is None else int(precision), convert)
+        return ("decimal", *decimal_parameters(params, "decimal"), convert)
     tag = _NATIVE_LEAVES.get(name)
     if tag is None:
         tag = "double" if convert is _json_double else "bytes" if convert is bytes_from_base64 else "call"
     return (tag, convert)
 
 
-def _compile_field(field: Any, placeholder: str, wire: Wire, parent: str) -> tuple[str, _Node, Any, Any]:
+def _compile_field(field: Any, placeholder: str, wire: Wire, parent: str, depth: int) -> tuple[str, _Node, Any, Any]:
     name = field.get("field") if field.__class__ is dict else None
     if not isinstance(name, str):
-        raise SchemaError(f"{parent}: struct field without a name: {field!r:.80}")
-    node = _compile_node(field, placeholder, f"{parent}.{name}", wire)
-    describe = field.get("name") or field["type"]
+        raise SchemaError(f"{parent}: struct field without a name: {brief(field, 80)}")
+    node = _compile_node(field, placeholder, f"{parent}.{name[:60]}", wire, depth)
+    describe = field.get("name") if isinstance(field.get("name"), str) else field["type"]
     return name, node, describe, placeholder_form(field["type"], wire, placeholder)
 
 
@@ -302,6 +320,9 @@ class Decoder(ChangeDecoder):
             raise
         except DecodeError as exc:
             raise type(exc)(f"key.{exc.reason}") from None
+        except (ValueError, TypeError, KeyError, OverflowError, ArithmeticError, AttributeError) as exc:
+            # a key schema whose root is not a struct (an array, a map) converts without StructConverter's net
+            raise InvalidValue(f"key: cannot decode {brief(payload)}: {exc}") from None
 
     def _exact_numbers(self, compiled: _Compiled) -> None:
         """From now on this schema's records are parsed with exact numbers, on the Python-level path."""
@@ -351,6 +372,8 @@ class Decoder(ChangeDecoder):
             schema = orjson.loads(text)
         except orjson.JSONDecodeError:
             return None
+        if schema is None:  # `{"schema":null,...}`: a schema-less record, for the general path
+            return None
         compiled = self._compile(schema)
         self._by_length.setdefault(len(text), []).insert(0, (text, compiled))
         compiled.text = text
@@ -377,4 +400,6 @@ def _loads(text: bytes | memoryview, exact: bool) -> Any:
             return json.loads(bytes(text), parse_float=Decimal)
         return orjson.loads(text)
     except (orjson.JSONDecodeError, ValueError) as exc:
-        raise InvalidJson(f"not valid JSON: {exc}") from None
+        raise InvalidJson(f"not valid JSON: {str(exc)[:200]}") from None
+    except RecursionError:  # json.loads (exact numbers) nests by recursion; orjson stops at 1024 levels itself
+        raise InvalidJson("not valid JSON: nested too deeply") from None

@@ -102,12 +102,60 @@ def load_mapping(path: str | Path | None = None) -> MappingSpec:
     """Read and check a mapping file (the packaged default when `path` is None)."""
     path = Path(path) if path is not None else default_mapping_path()
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as stream:
+            text = stream.read(MAX_MAPPING_BYTES + 1)
+        if len(text) > MAX_MAPPING_BYTES:
+            raise MappingError(f"{path}: larger than {MAX_MAPPING_BYTES} bytes: not a mapping file")
+        document = yaml.load(text.decode("utf-8"), Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
     except OSError as exc:
         raise MappingError(f"cannot read mapping {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise MappingError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     except yaml.YAMLError as exc:
-        raise MappingError(f"{path}: not valid YAML: {exc}") from exc
+        raise MappingError(f"{path}: not valid YAML: {str(exc)[:500]}") from exc
+    except ValueError as exc:  # an integer beyond Python's digit limit
+        raise MappingError(f"{path}: not valid YAML: {str(exc)[:200]}") from exc
+    except RecursionError:
+        raise MappingError(f"{path}: not valid YAML: nested too deeply") from None
     return parse_mapping(document, origin=str(path))
+
+
+MAX_MAPPING_BYTES = 1 << 20  # the packaged mapping is 4 KB
+MAX_MAPPING_NODES = 100_000  # YAML nodes once every alias is expanded (the packaged mapping: about 400)
+MAX_REPORTED_PROBLEMS = 50
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose document may not expand, through aliases, beyond MAX_MAPPING_NODES nodes: an alias
+    costs nothing to load, but every walk of the result (the checks below, each event's lookups) pays for
+    each expansion, and nested aliases grow it exponentially ("billion laughs"). A recursive alias is
+    refused too."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _expanded_size(node, {}, set())
+        return node
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """Nodes under `node` with every alias expanded (memoised per node, so this walk is linear)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if id(node) in open_nodes:
+        raise yaml.YAMLError(f"recursive alias at {node.start_mark}")
+    open_nodes.add(id(node))
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, sizes, open_nodes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, sizes, open_nodes) + _expanded_size(v, sizes, open_nodes) for k, v in node.value)
+    open_nodes.discard(id(node))
+    if size > MAX_MAPPING_NODES:
+        raise yaml.YAMLError(f"more than {MAX_MAPPING_NODES} nodes once its aliases are expanded")
+    sizes[id(node)] = size
+    return size
 
 
 def parse_mapping(document: Any, origin: str = "<mapping>") -> MappingSpec:
@@ -125,7 +173,10 @@ class _Parser:
         self.problems = problems
 
     def fail(self, where: str, message: str) -> None:
-        self.problems.append(f"{where}: {message}")
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(f"{where}: {message}")
+        elif len(self.problems) == MAX_REPORTED_PROBLEMS:
+            self.problems.append("... (further problems not listed)")
 
     def identifier(self, where: str, name: Any, what: str) -> bool:
         try:
@@ -137,12 +188,12 @@ class _Parser:
 
     def keys(self, where: str, node: dict, allowed: set[str]) -> None:
         for key in sorted(set(node) - allowed, key=str):
-            self.fail(where, f"unknown key {key!r} (expected one of {', '.join(sorted(allowed))})")
+            self.fail(where, f"unknown key {key!r:.60} (expected one of {', '.join(sorted(allowed))})")
 
     def qualified_table(self, where: str, name: Any) -> bool:
         parts = name.split(".") if isinstance(name, str) else [name]
         if len(parts) != 2:
-            self.fail(where, f"source table {name!r} must be written schema.table")
+            self.fail(where, f"source table {name!r:.60} must be written schema.table")
             return False
         valid = [self.identifier(where, part, "source table name part") for part in parts]  # report each
         return all(valid)
@@ -153,7 +204,7 @@ class _Parser:
             return MappingSpec({}, origin=origin)
         self.keys("mapping", document, _TOP_LEVEL_KEYS)
         if document.get("version", 1) != 1:
-            self.fail("version", f"unsupported mapping version {document.get('version')!r} (expected 1)")
+            self.fail("version", f"unsupported mapping version {document.get('version')!r:.60} (expected 1)")
         skip = document.get("skip_tables") or []
         if not isinstance(skip, list):
             self.fail("skip_tables", "must be a list of schema.table names")
@@ -166,7 +217,7 @@ class _Parser:
             tables_node = {}
         tables = {}
         for name, node in tables_node.items():
-            where = f"tables.{name}"
+            where = f"tables.{str(name)[:60]}"
             if self.qualified_table(where, name):
                 tables[name] = self.table(where, name, node)
         overlap = set(tables) & set(skip)
@@ -191,7 +242,7 @@ class _Parser:
         targets = tuple(self.target(f"{where}.targets[{i}]", t) for i, t in enumerate(targets_node))
         seen = [t.table for t in targets]
         for table in {t for t in seen if seen.count(t) > 1}:
-            self.fail(f"{where}.targets", f"table {table!r} listed twice")
+            self.fail(f"{where}.targets", f"table {table!r:.60} listed twice")
         return TableSpec(name, tuple(topics), targets)
 
     def target(self, where: str, node: Any) -> TargetSpec:
@@ -203,15 +254,15 @@ class _Parser:
         self.identifier(f"{where}.table", table, "Cassandra table")
         on_delete = node.get("on_delete", "delete")
         if on_delete not in ON_DELETE:
-            self.fail(f"{where}.on_delete", f"{on_delete!r} is not one of {', '.join(ON_DELETE)}")
+            self.fail(f"{where}.on_delete", f"{on_delete!r:.60} is not one of {', '.join(ON_DELETE)}")
         nulls = node.get("nulls_on_create", "skip")
         if nulls not in NULLS_ON_CREATE:
-            self.fail(f"{where}.nulls_on_create", f"{nulls!r} is not one of {', '.join(NULLS_ON_CREATE)}")
+            self.fail(f"{where}.nulls_on_create", f"{nulls!r:.60} is not one of {', '.join(NULLS_ON_CREATE)}")
         columns_node = node.get("columns")
         if not isinstance(columns_node, dict) or not columns_node:
             self.fail(f"{where}.columns", "must map Cassandra columns to source columns")
             columns_node = {}
-        columns = tuple(self.column(f"{where}.columns.{c}", c, spec) for c, spec in columns_node.items())
+        columns = tuple(self.column(f"{where}.columns.{str(c)[:60]}", c, spec) for c, spec in columns_node.items())
         version_from = node.get("snapshot_version_from")
         if version_from is not None:
             self.identifier(f"{where}.snapshot_version_from", version_from, "source column")
@@ -235,10 +286,10 @@ class _Parser:
         if convert is not None:
             conversion = CONVERSIONS.get(convert)
             if conversion is None:
-                self.fail(f"{where}.convert", f"unknown conversion {convert!r} "
+                self.fail(f"{where}.convert", f"unknown conversion {convert!r:.60} "
                                               f"(known: {', '.join(sorted(CONVERSIONS))})")
             elif conversion.arity != len(sources):
-                self.fail(where, f"conversion {convert!r} reads {conversion.arity} source column(s), "
+                self.fail(where, f"conversion {convert!r:.60} reads {conversion.arity} source column(s), "
                                  f"got {len(sources)}")
         elif len(sources) != 1:
             self.fail(where, "several source columns need a `convert` that combines them")
@@ -463,7 +514,7 @@ class CompiledMapping:
                     for t in table.targets if t.on_delete == "delete"]
         after = event.after
         if after is None:
-            raise UnmappableRecord(f"op {op.value if op else None!r} event without an after-image")
+            raise UnmappableRecord(f"op {op.value if op else None!r:.60} event without an after-image")
         create = op in (Op.CREATE, Op.READ)
         writes = []
         for target in table.targets:  # target.upsert's work, inlined (the hot path)
@@ -504,9 +555,9 @@ class CompiledMapping:
         if table is None:
             table = self.tables.get(event.table or "")
             if table is None:
-                raise UnmappableRecord(f"no mapping for source table {event.table!r}")
+                raise UnmappableRecord(f"no mapping for source table {event.table!r:.60}")
         if not table.spec.accepts_topic(event.topic):
-            raise UnmappableRecord(f"topic {event.topic!r} is not among {', '.join(table.spec.topics)} "
+            raise UnmappableRecord(f"topic {event.topic!r:.60} is not among {', '.join(table.spec.topics)} "
                                    f"mapped for {event.table}")
         return table
 
@@ -548,21 +599,21 @@ def statements_for(writer: TargetWriter, prefix: str = "") -> tuple[str, str]:
 def _compile_target(where: str, target: TargetSpec, schema: TableSchema | None,
                     problems: list[str]) -> TargetWriter | None:
     if schema is None:
-        problems.append(f"{where}: Cassandra table {target.table!r} does not exist")
+        problems.append(f"{where}: Cassandra table {target.table!r:.60} does not exist")
         return None
     count = len(problems)
     columns = []
     for spec in target.columns:
         cql_type = schema.types.get(spec.column)
         if cql_type is None:
-            problems.append(f"{where}: column {spec.column!r} is not in Cassandra table {target.table}")
+            problems.append(f"{where}: column {spec.column!r:.60} is not in Cassandra table {target.table}")
             continue
         name = spec.convert or DEFAULT_FOR_CQL_TYPE.get(cql_type)
         conversion = CONVERSIONS.get(name or "")
         if conversion is None:
             problems.append(f"{where}: column {spec.column} ({cql_type}) needs an explicit `convert`")
         elif cql_type not in conversion.cql_types:
-            problems.append(f"{where}: conversion {name!r} cannot feed {spec.column} of type {cql_type} "
+            problems.append(f"{where}: conversion {name!r:.60} cannot feed {spec.column} of type {cql_type} "
                             f"(it feeds {', '.join(sorted(conversion.cql_types))})")
         else:
             columns.append(CompiledColumn(spec.column, spec.sources, conversion))

@@ -90,8 +90,13 @@ def _print_decoded(decoder, records: Iterator[RawRecord | BadLine], max_records:
     failed = 0
     for count, record in enumerate(records, start=1):
         document = _decoded_document(decoder, record)
+        try:
+            line = orjson.dumps(document)
+        except orjson.JSONEncodeError:  # e.g. a schema-less payload nested deeper than JSON output allows
+            document = {"error": f"{_record_name(record)}: the decoded record cannot be printed as JSON"}
+            line = orjson.dumps(document)
         failed += "error" in document
-        click.echo(orjson.dumps(document))
+        click.echo(line)
         if max_records is not None and count >= max_records:
             break
     return failed
@@ -107,6 +112,14 @@ def _decoded_document(decoder, record: RawRecord | BadLine) -> dict[str, Any]:
         return document
     except DecodeError as exc:
         return {"error": str(exc)}
+    except RecursionError:  # to_jsonable of a schema-less payload nested too deeply
+        return {"error": f"{_record_name(record)}: the decoded record is nested too deeply to print"}
+
+
+def _record_name(record: RawRecord | BadLine) -> str:
+    if isinstance(record, BadLine):
+        return "bad line"
+    return f"{record.topic[:200]}[{record.partition}]@{record.offset}"
 
 
 def _file_records(stream, *, base64_bytes: bool) -> Iterator[RawRecord | BadLine]:
@@ -123,15 +136,33 @@ def _parse_line(line: bytes, base64_bytes: bool) -> RawRecord:
     try:
         entry = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise BadLine(f"not JSON: {exc}") from None
+        raise BadLine(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(entry, dict) or not isinstance(entry.get("topic"), str):
         raise BadLine('expected an object {"topic", "key", "value"}')
-    headers = entry.get("headers")
-    if headers is not None:
-        headers = [(name, _field_bytes(value, False, "header")) for name, value in headers]
     return RawRecord(entry["topic"], _field_bytes(entry.get("key"), base64_bytes, "key"),
-                     _field_bytes(entry.get("value"), base64_bytes, "value"), headers,
-                     entry.get("partition"), entry.get("offset"))
+                     _field_bytes(entry.get("value"), base64_bytes, "value"), _headers(entry.get("headers")),
+                     _position(entry, "partition"), _position(entry, "offset"))
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes | None]] | None:
+    """"headers": [[name, text or null], ...] as confluent-kafka gives them: [(name, bytes or None)]."""
+    if headers is None:
+        return None
+    if not isinstance(headers, list):
+        raise BadLine("headers must be a list of [name, value] pairs")
+    pairs = []
+    for pair in headers:
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise BadLine("headers must be a list of [name, value] pairs with a string name")
+        pairs.append((pair[0], _field_bytes(pair[1], False, "a header value")))
+    return pairs
+
+
+def _position(entry: dict[str, Any], name: str) -> int | None:
+    value = entry.get(name)
+    if value is not None and (value.__class__ is not int or value < 0):
+        raise BadLine(f"{name} must be a non-negative integer or null")
+    return value
 
 
 def _field_bytes(text: Any, base64_bytes: bool, what: str) -> bytes | None:
@@ -140,10 +171,10 @@ def _field_bytes(text: Any, base64_bytes: bool, what: str) -> bytes | None:
     if not isinstance(text, str):
         raise BadLine(f"{what} must be a string or null")
     if not base64_bytes:
-        return text.encode()
+        return text.encode(errors="surrogatepass")  # a lone surrogate escape stays for the decoder to reject
     try:
         return binascii.a2b_base64(text, strict_mode=True)
-    except binascii.Error as exc:
+    except (binascii.Error, ValueError) as exc:  # ValueError: a non-ASCII character
         raise BadLine(f"{what} is not base64: {exc}") from None
 
 
