@@ -117,7 +117,7 @@ def through_kafka(recs, settings: Settings) -> dict:
     seed.close()
     engine = PriceMoveEngine(hundred_rules())
     client = AlertmanagerClient(settings.alertmanager_url)
-    stream = AlertStream(bootstrap=settings.kafka_bootstrap, topic=topic, group=f"{topic}-g", engine=engine,
+    stream = AlertStream(kafka=settings.kafka, topic=topic, group=f"{topic}-g", engine=engine,
                          alertmanager=client)
     stop = threading.Event()
     started = time.perf_counter()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from cdc_consumer.alertmanager import AlertmanagerClient, AlertmanagerUnavailable, epoch_ms
+from cdc_consumer.config import KafkaSettings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.events import DecodeError, Op
 from cdc_consumer.price_alerts import ALERT_NAME, SOURCE_LABEL, AlertUpdate, PriceMoveEngine
@@ -84,7 +85,7 @@ def ticker_observation(event) -> tuple[str, int, Decimal, Decimal | None] | None
 
 
 class AlertStream:
-    def __init__(self, *, bootstrap: str, topic: str, group: str, engine: PriceMoveEngine,
+    def __init__(self, *, kafka: KafkaSettings, topic: str, group: str, engine: PriceMoveEngine,
                  alertmanager: AlertmanagerClient, replay_margin_ms: int = 60_000,
                  emit: Callable[[str, AlertUpdate], None] = lambda state, update: None,
                  clock: Callable[[], float] = time.time, metrics: AlertMetrics | None = None):
@@ -96,16 +97,16 @@ class AlertStream:
         self.stats = StreamStats()
         self.metrics = metrics or AlertMetrics()
         self.replay_until: dict[int, int] = {}
-        self.bootstrap = bootstrap
+        self.kafka = kafka  # bootstrap and the user's client properties (security)
         self.consumer = None
         self._stop = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------------
     def _connect(self):
-        from confluent_kafka import Consumer
+        from cdc_consumer import kafka_clients
 
-        self.consumer = Consumer({
-            "bootstrap.servers": self.bootstrap, "group.id": self.group, "enable.auto.commit": False,
+        self.consumer = kafka_clients.consumer(self.kafka, {
+            "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "latest", "enable.partition.eof": False,
             # Alertmanager outages are retried inside the loop; stay in the group meanwhile.
             "max.poll.interval.ms": 900_000, "topic.metadata.refresh.interval.ms": 5000,

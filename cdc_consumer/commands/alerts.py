@@ -29,7 +29,7 @@ log = logging.getLogger("cdc_consumer.alerts")
 @alertmanager_option
 @kafka_option
 def alerts(rules_file, topic, group, resend, replay_margin, check, metrics_port, alertmanager_url,
-           bootstrap) -> None:
+           kafka) -> None:
     """Evaluate price-move rules on ticker changes and push alerts to Alertmanager.
 
     Prints one JSON line per alert pushed (state firing, refresh or resolved). SIGTERM/Ctrl-C exits 0
@@ -52,7 +52,7 @@ def alerts(rules_file, topic, group, resend, replay_margin, check, metrics_port,
                        f"within {rule.window_ms // 1000}s")
         return
     sys.exit(_run(rules, PriceMoveEngine(rules, resend_ms=resend_ms), topic=topic, group=group,
-                  url=alertmanager_url, bootstrap=bootstrap, replay_margin_ms=replay_margin_ms,
+                  url=alertmanager_url, kafka=kafka, replay_margin_ms=replay_margin_ms,
                   metrics=_metrics(metrics_port)))
 
 
@@ -68,7 +68,7 @@ def _metrics(port: int | None):
     return metrics
 
 
-def _run(rules, engine, *, topic, group, url, bootstrap, replay_margin_ms, metrics) -> int:
+def _run(rules, engine, *, topic, group, url, kafka, replay_margin_ms, metrics) -> int:
     from confluent_kafka import KafkaException
 
     from cdc_consumer.alert_stream import AlertStream
@@ -77,7 +77,7 @@ def _run(rules, engine, *, topic, group, url, bootstrap, replay_margin_ms, metri
 
     stop = stop_on_signals()
     client = AlertmanagerClient(url)
-    stream = AlertStream(bootstrap=bootstrap, topic=topic, group=group, engine=engine, alertmanager=client,
+    stream = AlertStream(kafka=kafka, topic=topic, group=group, engine=engine, alertmanager=client,
                          replay_margin_ms=replay_margin_ms, emit=_print_update, metrics=metrics)
     log.info("evaluating %d rule(s) on %s (group %s), alerts to %s", len(rules), topic, group, url)
     try:
