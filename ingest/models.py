@@ -9,6 +9,7 @@ naming the field, so one bad item can be logged and skipped without stopping the
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,10 +46,20 @@ class MalformedPayload(ValueError):
     """A response (or one item of it) does not have the documented shape; the message says where."""
 
 
-def quote(value: Any, limit: int = 40) -> str:
-    """A short repr for messages: a hostile value never floods a log line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
+_SHORT.maxlevel = 2
+
+
+def quote(value: Any) -> str:
+    """A short repr for messages: a hostile value never floods a log line (nor is copied whole)."""
+    if isinstance(value, str) and len(value) > 40:
+        return f"{_SHORT.repr(value)} ({len(value)} characters)"
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int too long for repr()
+        return f"a {type(value).__name__}"
 
 
 def parse_decimal(value: Any, field: str, integer_digits: int = PRICE_DIGITS) -> Decimal:
