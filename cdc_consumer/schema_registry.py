@@ -16,6 +16,7 @@ import requests
 
 from cdc_consumer.avro import RegistryUnavailable, SchemaRef, UnknownSchemaId
 from cdc_consumer.debezium import SchemaError
+from cdc_consumer.redact import mask_text, mask_url
 
 
 def _parse_answer(ref: SchemaRef, answer: Any) -> Any:
@@ -36,6 +37,7 @@ class RegistryClient:
 
     def __init__(self, url: str, *, timeout: float = 5.0, session: requests.Session | None = None) -> None:
         self._url = url.rstrip("/")
+        self._shown_url = mask_url(self._url)  # what messages (and DLQ headers) may show
         self._timeout = timeout
         self._session = session or requests.Session()
         self._cache: dict[SchemaRef, Any] = {}
@@ -52,16 +54,16 @@ class RegistryClient:
             response = self._session.get(self._url + path, timeout=self._timeout,
                                          headers={"Accept": "application/vnd.schemaregistry.v1+json"})
         except requests.RequestException as exc:
-            raise RegistryUnavailable(f"schema registry {self._url} unreachable: {exc}") from None
+            raise RegistryUnavailable(f"schema registry {self._shown_url} unreachable: {mask_text(str(exc))}") from None
         if response.status_code == 404:
-            raise UnknownSchemaId(f"schema registry {self._url} has no schema {ref}")
+            raise UnknownSchemaId(f"schema registry {self._shown_url} has no schema {ref}")
         if response.status_code != 200:
-            raise RegistryUnavailable(f"schema registry {self._url} answered HTTP {response.status_code} "
+            raise RegistryUnavailable(f"schema registry {self._shown_url} answered HTTP {response.status_code} "
                                       f"for {path}: {response.text[:200]}")
         try:
             return response.json()
         except ValueError:
-            raise RegistryUnavailable(f"schema registry {self._url} answered non-JSON for {path}") from None
+            raise RegistryUnavailable(f"schema registry {self._shown_url} answered non-JSON for {path}") from None
 
 
 class SchemaFile:

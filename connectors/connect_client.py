@@ -13,6 +13,8 @@ from urllib.parse import quote
 
 import requests
 
+from cdc_consumer.redact import mask_text, mask_url
+
 RUNNING, FAILED, PAUSED, STOPPED = "RUNNING", "FAILED", "PAUSED", "STOPPED"
 
 
@@ -166,7 +168,7 @@ class ConnectClient:
                 break
             time.sleep(0.5)  # rebalance in progress: Connect asks to retry
         if response.status_code == 404 and path.startswith("/connectors/"):
-            raise ConnectorNotFound(f"connector {path.split('/')[2]!r} does not exist on {self.url}")
+            raise ConnectorNotFound(f"connector {path.split('/')[2]!r} does not exist on {mask_url(self.url)}")
         if response.status_code >= 400:
             raise ConnectRequestFailed(
                 f"Kafka Connect {method} {path} failed with HTTP {response.status_code}: {_message(response)}",
@@ -177,7 +179,8 @@ class ConnectClient:
         try:
             return self.session.request(method, self.url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
-            raise ConnectUnavailable(f"Kafka Connect unreachable at {self.url}: {_reason(exc)}") from exc
+            raise ConnectUnavailable(f"Kafka Connect unreachable at {mask_url(self.url)}: "
+                                     f"{mask_text(_reason(exc))}") from exc
 
 
 def _seg(name: str) -> str:

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 
 from cdc_consumer import cql_session, pg
 from cdc_consumer.config import CassandraSettings, PostgresSettings
+from cdc_consumer.redact import mask_text
 from connectors import slots
 from connectors.config import ConfigError, load_template, render
 from connectors.connect_client import RUNNING, ConnectClient, ConnectError, ConnectorNotFound, ConnectorState
@@ -228,7 +229,7 @@ def consumer_health(bootstrap: str, group: str, topics: Iterable[str]) -> Consum
             lag = high - (position if position is not None else low)
             health.partitions.append(PartitionLag(tp.topic, tp.partition, position, high, max(lag, 0)))
     except Exception as exc:  # noqa: BLE001
-        health.error = f"Kafka at {bootstrap}: {_short(exc)}"
+        health.error = mask_text(f"Kafka at {bootstrap}: {_short(exc)}")
     finally:
         consumer.close()
     return health

@@ -34,6 +34,8 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from cdc_consumer.redact import mask_url
+
 from ingest.models import (
     DepthLevel,
     Kline,
@@ -115,7 +117,7 @@ class ClientConfig:
         if not 0 < self.weight_budget <= BINANCE_WEIGHT_LIMIT_1M:
             raise ValueError(f"weight budget {self.weight_budget} must be in 1..{BINANCE_WEIGHT_LIMIT_1M}")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base URL {self.base_url!r} must start with http:// or https://")
+            raise ValueError(f"base URL {mask_url(self.base_url)[:60]!r} must start with http:// or https://")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if not self.request_deadline_s > 0:
