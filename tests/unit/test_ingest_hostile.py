@@ -7,10 +7,12 @@ recorder here (the real writes: tests/integration/test_poller_hostile_pg.py)."""
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import psycopg
 import psycopg.errors
@@ -24,24 +26,15 @@ from ingest.binance import (
     ResponseTooLarge,
     retry_after_seconds,
 )
+from ingest.models import KLINE_FIELDS, TICKER_DECIMALS, MalformedPayload, parse_kline, parse_ticker, parse_trade
 from ingest.poller import PollConfig, Poller
 from ingest.sim import SimControl, SimServer
-from ingest.store import FATAL, ROW, TRANSIENT, Batch, TableCounts, failure_kind
+from ingest.store import FATAL, ROW, TRANSIENT, failure_kind
+from tests.support import REPO
+from tests.unit.test_binance_client import FakeClock
+from tests.unit.test_binance_poller import RecordingStore
 
 KLINE = b'[[1700000000000,"1.0","1.0","1.0","1.0","1.0",1700000059999,"1.0",1,"1.0","1.0","0"]]'
-
-
-class FakeClock:
-    def __init__(self, start: float = 1_700_000_010.0):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 class ScriptedExchange:
@@ -181,15 +174,6 @@ def test_a_body_larger_than_the_limit_is_refused(clock):
 
 # -- bad items and --once ----------------------------------------------------------------------------------------
 
-class RecordingStore:
-    def __init__(self):
-        self.batches: list[Batch] = []
-
-    def write(self, batch: Batch) -> dict[str, TableCounts]:
-        self.batches.append(batch)
-        return {"klines": TableCounts(len(batch.klines))}
-
-
 def test_a_kline_out_of_range_is_rejected_by_name_and_the_others_kept(clock):
     good = b'[1700000000000,"1.0","1.0","1.0","1.0","1.0",1700000059999,"1.0",1,"1.0","1.0","0"]'
     out_of_range = good.replace(b"1700000059999", b"99999999999999999")
@@ -235,3 +219,49 @@ def test_a_connection_failure_without_sqlstate_is_transient():
     assert failure_kind(psycopg.OperationalError("connection refused")) == TRANSIENT
     assert failure_kind(pg.ServiceUnavailable("PostgreSQL unreachable")) == TRANSIENT
     assert failure_kind(psycopg.ProgrammingError("no sqlstate")) == FATAL
+
+
+# -- the parsers' limits are the columns' ------------------------------------------------------------------------
+
+def numeric_columns(table: str) -> dict[str, int]:
+    """Integer digits (precision - scale) of each numeric column of `table`, read from sql/001_tables.sql."""
+    text = (REPO / "sql" / "001_tables.sql").read_text()
+    body = re.search(rf"CREATE TABLE IF NOT EXISTS {table} \((.*?)\n\);", text, re.S).group(1)
+    return {name: int(p) - int(s) for name, p, s in re.findall(r"^\s*(\w+)\s+numeric\((\d+),(\d+)\)", body, re.M)}
+
+
+TICKER = {"symbol": "BTCUSDT", **{key: "1.0" for key in TICKER_DECIMALS.values()}, "openTime": 1, "closeTime": 2,
+          "firstId": 1, "lastId": 2, "count": 2}
+
+
+@pytest.mark.parametrize("attr, key", TICKER_DECIMALS.items())
+def test_a_ticker_field_takes_exactly_the_integer_digits_of_its_column(attr, key):
+    digits = numeric_columns("ticker_24h")[attr]
+    assert getattr(parse_ticker({**TICKER, key: "9" * digits + ".5"}), attr) == Decimal("9" * digits + ".5")
+    with pytest.raises(MalformedPayload, match=f"ticker BTCUSDT.{key}: .* has {digits + 1} integer digits"):
+        parse_ticker({**TICKER, key: "1" + "0" * digits})
+
+
+@pytest.mark.parametrize("position, attr", [(p, a) for p, a in enumerate(KLINE_FIELDS)
+                                            if a not in ("open_time", "close_time", "number_of_trades")])
+def test_a_kline_field_takes_exactly_the_integer_digits_of_its_column(position, attr):
+    digits = numeric_columns("klines")[attr]
+    row = [1, "1", "1", "1", "1", "1", 2, "1", 3, "1", "1", "0"]
+    assert getattr(parse_kline("BTCUSDT", "1m", row[:position] + ["9" * digits] + row[position + 1:]), attr)
+    with pytest.raises(MalformedPayload, match=f"has {digits + 1} integer digits"):
+        parse_kline("BTCUSDT", "1m", row[:position] + ["9" * (digits + 1)] + row[position + 1:])
+
+
+@pytest.mark.parametrize("key, column", [("price", "price"), ("qty", "qty"), ("quoteQty", "quote_qty")])
+def test_a_trade_field_takes_exactly_the_integer_digits_of_its_column(key, column):
+    digits = numeric_columns("trades")[column]
+    trade = {"id": 1, "price": "1", "qty": "1", "quoteQty": "1", "time": 1, "isBuyerMaker": True, "isBestMatch": True}
+    assert parse_trade("BTCUSDT", {**trade, key: "9" * digits})
+    with pytest.raises(MalformedPayload, match=f"trade BTCUSDT#1.{key}: .* has {digits + 1} integer digits"):
+        parse_trade("BTCUSDT", {**trade, key: "9" * (digits + 1)})
+
+
+def test_a_kline_trade_count_beyond_the_int_column_is_rejected():
+    row = [1, "1", "1", "1", "1", "1", 2, "1", 2**31, "1", "1", "0"]
+    with pytest.raises(MalformedPayload, match=r"number_of_trades: 2147483648 is outside"):
+        parse_kline("BTCUSDT", "1m", row)
