@@ -55,7 +55,6 @@ def make_poller(sim, dsn: str, client_class=BinanceClient, **config) -> Poller:
 
 
 def test_bad_items_are_rejected_by_name_and_every_other_item_of_the_cycle_is_written(sim, db, caplog):
-    sim.step(steps=200)  # 00:00:10 -> 00:03:30: four 1m klines per symbol
     poller = make_poller(sim, db, SpoilingClient, kline_intervals=("1m",), depth=0, trades=0, backfill=3)
     with caplog.at_level(logging.WARNING, logger="ingest.poller"):
         report = poller.run_cycle()
@@ -67,9 +66,9 @@ def test_bad_items_are_rejected_by_name_and_every_other_item_of_the_cycle_is_wri
         assert any(f"rejected ticker {symbol}.{field}" in r.message for r in caplog.records), (symbol, field)
     assert any("BNBUSDT.lastPrice" in r.message and "23 integer digits" in r.message for r in caplog.records)
     assert any("ETHUSDT.closeTime" in r.message and "outside years 1-9999" in r.message for r in caplog.records)
-    # klines: every symbol's three, but the spoiled BTCUSDT one
+    # klines: the frozen market has one (open) kline per symbol; all are written but the spoiled BTCUSDT one
     assert rows(db, "SELECT symbol, count(*) FROM klines GROUP BY symbol ORDER BY symbol") == [
-        (s, 2 if s == "BTCUSDT" else 3) for s in sorted(SYMBOLS)]
+        (s, 1) for s in sorted(SYMBOLS) if s != "BTCUSDT"]
     assert any("rejected kline BTCUSDT 1m[4] close" in r.message for r in caplog.records)
 
 
@@ -120,17 +119,15 @@ def test_poll_once_exits_1_when_nothing_could_be_fetched(db):
     assert "fetched nothing" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_poll_once_exits_1_when_postgres_refuses_the_write(sim, db):
-    with psycopg.connect(db, autocommit=True) as conn:
-        conn.execute("ALTER TABLE ticker_24h DROP COLUMN trade_count")
-    result = cdc_poll("--symbols", "BTCUSDT", "--klines", "", "--depth", "0", "--trades", "0",
-                      "--base-url", sim.url, dsn=db)
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "PostgreSQL refused" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_poll_once_exits_0_when_the_cycle_wrote(sim, db):
-    result = cdc_poll("--symbols", "BTCUSDT", "--klines", "", "--depth", "0", "--trades", "0",
-                      "--base-url", sim.url, dsn=db)
+def test_poll_once_exits_0_when_the_cycle_wrote_and_1_when_postgres_refuses_the_write(sim, db):
+    args = ("--symbols", "BTCUSDT", "--klines", "", "--depth", "0", "--trades", "0", "--base-url", sim.url)
+    result = cdc_poll(*args, dsn=db)
     assert result.returncode == 0, result.stderr[-2000:]
     assert rows(db, "SELECT symbol FROM ticker_24h") == [("BTCUSDT",)]
+
+    sim.step()
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ALTER TABLE ticker_24h DROP COLUMN trade_count")
+    result = cdc_poll(*args, dsn=db)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "PostgreSQL refused" in result.stderr and "Traceback" not in result.stderr

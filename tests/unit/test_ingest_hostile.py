@@ -95,18 +95,15 @@ def scripted_client(exchange: ScriptedExchange, clock: FakeClock, **config) -> B
 
 # -- Retry-After ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("header", ["-5", "nan", "NaN", "inf", "-inf", "Infinity", "1e400", "soon", "", " ",
-                                    "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 100])
-def test_a_retry_after_that_is_not_a_finite_non_negative_number_gives_the_default(header):
-    assert retry_after_seconds(header, 60.0) == 60.0
+def test_a_retry_after_that_is_not_a_finite_non_negative_number_gives_the_default():
+    headers = ["-5", "nan", "NaN", "inf", "-inf", "Infinity", "1e400", "soon", "", " ",
+               "Wed, 21 Oct 2015 07:28:00 GMT", "9" * 100]
+    assert {header: retry_after_seconds(header, 60.0) for header in headers} == dict.fromkeys(headers, 60.0)
+    valid = {"0": 0.0, "2": 2.0, "1.5": 1.5, None: 60.0}
+    assert {header: retry_after_seconds(header, 60.0) for header in valid} == valid
 
 
-@pytest.mark.parametrize("header, seconds", [("0", 0.0), ("2", 2.0), ("1.5", 1.5), (None, 60.0)])
-def test_a_valid_retry_after_is_used(header, seconds):
-    assert retry_after_seconds(header, 60.0) == seconds
-
-
-@pytest.mark.parametrize("header", ["-30", "nan", "inf", "garbage"])
+@pytest.mark.parametrize("header", ["-30", "nan", "inf"])
 def test_a_429_with_an_unusable_retry_after_waits_the_default_backoff(clock, header):
     exchange = ScriptedExchange(answer(429, b"{}", Retry_After=header), answer(200))
     try:
@@ -186,22 +183,15 @@ def test_a_kline_out_of_range_is_rejected_by_name_and_the_others_kept(clock):
     assert problems == ["kline BTCUSDT 1m[6] close_time: timestamp 99999999999999999 ms is outside years 1-9999"]
 
 
-def test_poll_once_returns_1_when_every_request_failed():
+def test_poll_once_returns_1_when_every_request_failed_and_0_when_rows_were_fetched():
     with SimServer(symbols=5, seed=1, tick_s=0) as sim:
-        SimControl(sim.url).fault(status=500, count=None)
         clock = FakeClock()
         client = BinanceClient(ClientConfig(base_url=sim.url, max_attempts=2), clock=clock, sleep=clock.sleep)
         store = RecordingStore()
-        poller = Poller(PollConfig(("BTCUSDT",), depth=0, trades=0), client, store)
-        assert poller.run(once=True) == 1
-        assert len(store.batches[0]) == 0
-
-
-def test_poll_once_returns_0_when_the_cycle_fetched_rows():
-    with SimServer(symbols=5, seed=1, tick_s=0) as sim:
-        clock = FakeClock()
-        client = BinanceClient(ClientConfig(base_url=sim.url), clock=clock, sleep=clock.sleep)
-        assert Poller(PollConfig(("BTCUSDT",), depth=0, trades=0), client, RecordingStore()).run(once=True) == 0
+        assert Poller(PollConfig(("BTCUSDT",), depth=0, trades=0), client, store).run(once=True) == 0
+        SimControl(sim.url).fault(status=500, count=None)
+        assert Poller(PollConfig(("BTCUSDT",), depth=0, trades=0), client, store).run(once=True) == 1
+        assert [len(batch) > 0 for batch in store.batches] == [True, False]
 
 
 # -- PostgreSQL failure classes -------------------------------------------------------------------------------------
