@@ -46,6 +46,8 @@ hostile_numbers = st.one_of(
     st.integers(),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.from_regex(r"-?[0-9]{1,45}(\.[0-9]{1,12})?", fullmatch=True),
+    st.integers(min_value=10**10, max_value=10**40).map(str),  # around the 12/22/30 integer-digit limits
+    st.integers(min_value=10**10, max_value=10**40).map(lambda n: f"{n}.5"),
     st.integers(min_value=4300, max_value=5000).map(lambda n: "7" * n),  # past Python's int() digit limit
     st.sampled_from(["NaN", "Infinity", "-0", "1e5", "0x10", "١٢٣", " 1", "1 ", "+1", ".5", "5.", ""]),
     st.floats(allow_nan=True, allow_infinity=True),
@@ -105,9 +107,10 @@ def test_a_ticker_either_fits_its_columns_or_is_malformed(item):
     except MalformedPayload:
         return
     assert isinstance(ticker, Ticker)
-    assert_fits(ticker.last_price, PRICE_DIGITS)
-    assert_fits(ticker.price_change_percent, PERCENT_DIGITS)
-    assert_fits(ticker.quote_volume, QUANTITY_DIGITS)
+    for attr, key in TICKER_DECIMALS.items():
+        digits = (PERCENT_DIGITS if attr == "price_change_percent"
+                  else QUANTITY_DIGITS if attr.endswith(("qty", "volume")) else PRICE_DIGITS)
+        assert_fits(getattr(ticker, attr), digits)
     assert all(INT64[0] <= v <= INT64[1] for v in (ticker.first_id, ticker.last_id, ticker.trade_count))
     assert 1 <= ticker.close_time.year <= 9999
 
