@@ -164,9 +164,9 @@ class KafkaSettings:
 
 
 def _is_secret(key: str) -> bool:
-    from cdc_consumer.secrets import is_secret_key
+    from cdc_consumer.secrets import is_secret
 
-    return is_secret_key(key)
+    return is_secret(key)
 
 
 def _kafka(env: Mapping[str, str]) -> KafkaSettings:

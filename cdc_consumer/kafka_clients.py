@@ -102,7 +102,8 @@ class ErrorWatch(logging.Handler):
         if kind is None and re.search(r"SSL|certificate|handshake", text, re.IGNORECASE):
             kind = "TLS failed"
         if kind is None and (_PLAINTEXT_REFUSED.search(text) or "security.protocol" in text):
-            kind = "the broker closed the connection at the first request (does the listener need TLS/SASL: security.protocol?)"
+            kind = ("the broker closed the connection at the first request "
+                    "(does the listener need TLS/SASL: security.protocol?)")
         return f"{kind}: {text}" if kind else text
 
 
@@ -122,7 +123,8 @@ def _build(factory: Callable[[dict], Any], settings: KafkaSettings, own: Mapping
     except KafkaException as exc:
         raise KafkaConfigError(_config_message(exc, settings)) from None
     except (TypeError, ValueError) as exc:
-        raise KafkaConfigError(f"Kafka client configuration{_where(settings)}: {redact(str(exc), settings.secrets)}") from None
+        raise KafkaConfigError(f"Kafka client configuration{_where(settings)}: "
+                               f"{redact(str(exc), settings.secrets)}") from None
 
 
 def consumer(settings: KafkaSettings, own: Mapping[str, Any] | None = None, *,

@@ -20,7 +20,7 @@ from cdc_consumer.avro import RegistryUnavailable, SchemaRef, UnknownSchemaId
 from cdc_consumer.config import HttpAuth
 from cdc_consumer.debezium import SchemaError
 from cdc_consumer.errors import CdcError, PermanentRecordError, TransientError
-from cdc_consumer.secrets import redact, split_url_credentials
+from cdc_consumer.secrets import mask_text, mask_url, redact, split_url_credentials
 
 
 def _parse_answer(ref: SchemaRef, answer: Any) -> Any:
@@ -46,6 +46,7 @@ class RegistryClient:
         if user is not None:
             auth = HttpAuth(user, password, auth.ca)
         self._url = clean
+        self._shown_url = mask_url(self._url)  # what messages (and DLQ headers) may show
         self._timeout = timeout
         self._session = session or requests.Session()
         self._secrets = tuple(s for s in (auth.password,) if s)
@@ -66,20 +67,20 @@ class RegistryClient:
                                          headers={"Accept": "application/vnd.schemaregistry.v1+json"})
         except requests.RequestException as exc:
             kind = "TLS failed" if isinstance(exc, requests.exceptions.SSLError) else "unreachable"
-            raise RegistryUnavailable(f"schema registry {self._url} {kind}: "
-                                      f"{redact(str(exc), self._secrets)[:300]}") from None
+            raise RegistryUnavailable(f"schema registry {self._shown_url} {kind}: "
+                                      f"{mask_text(redact(str(exc), self._secrets))[:300]}") from None
         if response.status_code in (401, 403):
-            raise RegistryUnavailable(f"schema registry {self._url} refused the request: HTTP {response.status_code} "
+            raise RegistryUnavailable(f"schema registry {self._shown_url} refused the request: HTTP {response.status_code} "
                                       "(set CDC_SCHEMA_REGISTRY_USERNAME/CDC_SCHEMA_REGISTRY_PASSWORD)")
         if response.status_code == 404:
-            raise UnknownSchemaId(f"schema registry {self._url} has no schema {ref}")
+            raise UnknownSchemaId(f"schema registry {self._shown_url} has no schema {ref}")
         if response.status_code != 200:
-            raise RegistryUnavailable(f"schema registry {self._url} answered HTTP {response.status_code} "
+            raise RegistryUnavailable(f"schema registry {self._shown_url} answered HTTP {response.status_code} "
                                       f"for {path}: {response.text[:200]}")
         try:
             return response.json()
         except ValueError:
-            raise RegistryUnavailable(f"schema registry {self._url} answered non-JSON for {path}") from None
+            raise RegistryUnavailable(f"schema registry {self._shown_url} answered non-JSON for {path}") from None
 
 
 class SchemaFile:

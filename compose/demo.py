@@ -195,7 +195,8 @@ def start_secured_stack() -> Path:
         raise SystemExit(f"demo: {exc}") from None
     os.environ.clear()
     os.environ.update(env)
-    print(f"secured stack ready after {stack.start_seconds:.0f}s; state dir {stack.state_dir}; client settings: set -a; . {stack.state_dir}/secure.env; set +a")
+    print(f"secured stack ready after {stack.start_seconds:.0f}s; state dir {stack.state_dir}; "
+          f"client settings: set -a; . {stack.state_dir}/secure.env; set +a")
     return stack.state_dir
 
 

@@ -26,9 +26,12 @@ from pathlib import Path
 
 import orjson
 
+from cdc_consumer.secrets import MASK, is_secret, mask
+
+__all__ = ["MASK", "is_secret", "mask"]  # the project's one secret rule, re-exported for connector code
+
 DEFAULT_TEMPLATE = "postgres.json"
 AVRO_TEMPLATE = "postgres-avro.json"
-from cdc_consumer.secrets import MASK, is_secret_key
 
 # A default may itself be one placeholder: `${CDC_CONNECTOR_PG_PASSWORD:-${CDC_PG_PASSWORD:-}}`.
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-((?:[^{}]|\$\{[^{}]*\})*))?\}")
@@ -69,13 +72,6 @@ class Change:
         return f"~ {self.key}: {self.old} -> {self.new}"
 
 
-def is_secret(key: str) -> bool:
-    return is_secret_key(key)  # one vocabulary of secret keys for every edge (cdc_consumer.secrets)
-
-
-def mask(config: Mapping[str, str]) -> dict[str, str]:
-    return {k: (MASK if is_secret(k) and v else v) for k, v in config.items()}
-
 
 def template_path(name: str = DEFAULT_TEMPLATE) -> Path:
     """Path of a template shipped in the `connectors` package."""
@@ -112,11 +108,12 @@ def substitute(value: str, env: Mapping[str, str], *, key: str = "value") -> str
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     """`key=value` strings from `--set` into a dict; an empty value removes the property."""
     overrides: dict[str, str] = {}
-    for pair in pairs:
+    for number, pair in enumerate(pairs, 1):
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {pair!r}: expected key=value")
+            # The text is not echoed: without its `=` we cannot tell a key from a secret value.
+            raise ConfigError(f"--set argument {number} ({len(pair)} characters, not shown) is not key=value")
         overrides[key] = value
     return overrides
 

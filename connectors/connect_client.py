@@ -2,8 +2,8 @@
 
 Only the calls the CLI needs. HTTPS with a CA of one's own (`CDC_CONNECT_CA`) and basic auth
 (`CDC_CONNECT_USERNAME`/`_PASSWORD`, or `https://user:password@host` in the URL: split off at once, so the
-client's `url`, and every message, never holds the password). Connect answers 409 while its workers rebalance (e.g. right after another
-connector was created); those calls are retried briefly before giving up.
+client's `url`, and every message, never holds the password). Connect answers 409 while its workers
+rebalance (e.g. right after another connector was created); those calls are retried briefly before giving up.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from urllib.parse import quote
 import requests
 
 from cdc_consumer.config import HttpAuth
-from cdc_consumer.secrets import redact, split_url_credentials
+from cdc_consumer.secrets import mask_text, mask_url, redact, split_url_credentials
 
 RUNNING, FAILED, PAUSED, STOPPED = "RUNNING", "FAILED", "PAUSED", "STOPPED"
 
@@ -200,7 +200,7 @@ class ConnectClient:
             raise ConnectUnavailable(f"Kafka Connect at {self.url}: the port answered a plain HTTP request with "
                                      "HTTP 400 (it probably requires TLS: use https:// and CDC_CONNECT_CA)")
         if response.status_code == 404 and path.startswith("/connectors/"):
-            raise ConnectorNotFound(f"connector {path.split('/')[2]!r} does not exist on {self.url}")
+            raise ConnectorNotFound(f"connector {path.split('/')[2]!r} does not exist on {mask_url(self.url)}")
         if response.status_code >= 400:
             raise ConnectRequestFailed(
                 f"Kafka Connect {method} {path} failed with HTTP {response.status_code}: {_message(response)}",
@@ -211,8 +211,8 @@ class ConnectClient:
         try:
             return self.session.request(method, self.url + path, timeout=self.timeout, **self._auth_kwargs, **kwargs)
         except requests.RequestException as exc:
-            raise ConnectUnavailable(f"Kafka Connect unreachable at {self.url}: "
-                                     f"{redact(_reason(exc), self._secrets)}") from None
+            raise ConnectUnavailable(f"Kafka Connect unreachable at {mask_url(self.url)}: "
+                                     f"{mask_text(redact(_reason(exc), self._secrets))}") from None
 
 
 def _seg(name: str) -> str:

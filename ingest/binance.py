@@ -3,10 +3,15 @@
 Every request passes one `RateLimiter`, so these rules hold for all endpoints at once:
 - the used weight Binance reports in `X-MBX-USED-WEIGHT-1M` is tracked, and a request that would take the
   minute over our budget (default 5000 of Binance's 6000) waits for the next minute instead;
-- 429 pauses every request for at least `Retry-After` seconds; 418 (IP ban) stops every request until
-  `Retry-After` has passed and is logged as CRITICAL;
+- 429 pauses every request for `Retry-After` seconds, capped (`max_retry_after_s`); 418 (IP ban) stops
+  every request until `Retry-After` has passed (capped at Binance's longest ban, 3 days) and is logged as
+  CRITICAL with the resume time. A `Retry-After` that is not a finite, non-negative number of seconds
+  (negative, `nan`, `inf`, garbage) is ignored in favour of the default wait;
 - 5xx, timeouts and connection errors are retried with exponential backoff and jitter, a bounded
-  number of times.
+  number of times;
+- every request has a total deadline (`request_deadline_s`) besides the per-read timeout: a server that
+  trickles bytes (each read within the timeout) is cut off when the deadline passes, and a body larger
+  than `max_body_bytes` is refused, so one request's time and memory are bounded.
 Error bodies `{"code": -1121, "msg": "Invalid symbol."}` become `InvalidSymbol`; a body that is not JSON
 becomes `MalformedPayload`. Clock and sleep are injectable so tests need no real waiting.
 """
@@ -14,16 +19,22 @@ becomes `MalformedPayload`. Clock and sleep are injectable so tests need no real
 from __future__ import annotations
 
 import logging
+import math
 import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from cdc_consumer.secrets import mask_url
 from ingest.models import (
     DepthLevel,
     Kline,
@@ -77,6 +88,14 @@ class RequestFailed(BinanceError):
     """Retries were exhausted (5xx, timeouts, rate limiting)."""
 
 
+class DeadlineExceeded(requests.Timeout):
+    """A request (connect, headers and body together) took longer than its total deadline."""
+
+
+class ResponseTooLarge(BinanceError):
+    """A response body was larger than `max_body_bytes`."""
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     base_url: str = DEFAULT_BASE_URL
@@ -88,14 +107,20 @@ class ClientConfig:
     backoff_cap_s: float = 30.0
     # 429 without Retry-After (Binance omits it for order-count limits): wait this long.
     default_retry_after_s: float = 60.0
+    max_retry_after_s: float = 300.0  # a 429's wait never exceeds this, whatever Retry-After says
+    max_ban_s: float = 3 * 86_400.0  # Binance's longest IP ban; a 418 is honoured up to this
+    request_deadline_s: float = 30.0  # connect + headers + body of one request, however slowly bytes arrive
+    max_body_bytes: int = 32 * 1024 * 1024  # 1000 tickers are ~0.6 MB
 
     def __post_init__(self) -> None:
         if not 0 < self.weight_budget <= BINANCE_WEIGHT_LIMIT_1M:
             raise ValueError(f"weight budget {self.weight_budget} must be in 1..{BINANCE_WEIGHT_LIMIT_1M}")
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base URL {self.base_url!r} must start with http:// or https://")
+            raise ValueError(f"base URL {mask_url(self.base_url)[:60]!r} must start with http:// or https://")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not self.request_deadline_s > 0:
+            raise ValueError("request_deadline_s must be positive")
 
 
 class RateLimiter:
@@ -153,7 +178,7 @@ class BinanceClient:
                  clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
                  jitter: Callable[[], float] = random.random):
         self.config = config or ClientConfig()
-        self.session = session or requests.Session()
+        self.session = session or deadline_session()
         self.session.headers.setdefault("User-Agent", "cdc-poller")
         self.limiter = RateLimiter(self.config.weight_budget, clock, sleep)
         self._clock = clock
@@ -216,8 +241,7 @@ class BinanceClient:
             self.limiter.acquire(weight)
             self.weight_sent += weight
             try:
-                response = self.session.get(self.config.base_url + path, params=params,
-                                            timeout=(self.config.connect_timeout_s, self.config.read_timeout_s))
+                response, body = self._get(path, params, what)
             except (requests.Timeout, requests.ConnectionError) as exc:
                 failure = f"{type(exc).__name__}: {exc}"
                 self._backoff(attempt, what, failure)
@@ -225,25 +249,51 @@ class BinanceClient:
             self.limiter.observe(response.headers.get(WEIGHT_HEADER))
             status = response.status_code
             if status == 200:
-                return decode_json(response.content, what)
+                return decode_json(body, what)
             failure = f"HTTP {status}"
             if status in (418, 429):
                 self._rate_limited(status, response, what)
             elif status >= 500:
                 self._backoff(attempt, what, failure)
             else:
-                raise client_error(response, symbols, what)
+                raise client_error(status, body, symbols, what)
         raise RequestFailed(f"{what}: gave up after {self.config.max_attempts} attempts ({failure})")
 
+    def _get(self, path: str, params: Mapping[str, Any], what: str) -> tuple[requests.Response, bytes]:
+        """One GET within the total deadline and the body size limit: (response, body)."""
+        config = self.config
+        late = DeadlineExceeded(f"no complete response within {config.request_deadline_s:g} s")
+        with Watchdog(config.request_deadline_s) as watchdog:
+            try:
+                response = self.session.get(config.base_url + path, params=params, stream=True,
+                                            timeout=(config.connect_timeout_s, config.read_timeout_s))
+                with response:
+                    body = read_body(response, config.max_body_bytes, what)
+            except (requests.RequestException, OSError) as exc:
+                if watchdog.expired:
+                    raise late from exc
+                if isinstance(exc, requests.RequestException):
+                    raise
+                raise requests.ConnectionError(str(exc)) from exc
+        if watchdog.expired:  # cut off while the body had no declared length: it may be truncated
+            raise late
+        return response, body
+
     def _rate_limited(self, status: int, response: requests.Response, what: str) -> None:
-        wait = retry_after_seconds(response.headers.get("Retry-After"), self.config.default_retry_after_s)
-        self.limiter.pause(wait)
+        header = response.headers.get("Retry-After")
+        wait = retry_after_seconds(header, self.config.default_retry_after_s)
         if status == 418:
-            log.critical("BINANCE IP BAN (HTTP 418) on %s: ALL requests stopped for %.0f s (Retry-After); "
-                         "the request weight budget (%d/min) is too high for this IP", what, wait,
-                         self.limiter.budget)
+            wait = min(wait, self.config.max_ban_s)
+            self.limiter.pause(wait)
+            resume = datetime.fromtimestamp(self.limiter.blocked_until, UTC).isoformat(timespec="seconds")
+            log.critical("BINANCE IP BAN (HTTP 418) on %s: ALL requests stopped for %.0f s, until %s "
+                         "(Retry-After %s); the request weight budget (%d/min) is too high for this IP",
+                         what, wait, resume, quote_header(header), self.limiter.budget)
         else:
-            log.warning("rate limited (HTTP 429) on %s: pausing all requests for %.0f s (Retry-After)", what, wait)
+            wait = min(wait, self.config.max_retry_after_s)
+            self.limiter.pause(wait)
+            log.warning("rate limited (HTTP 429) on %s: pausing all requests for %.0f s (Retry-After %s)",
+                        what, wait, quote_header(header))
 
     def _backoff(self, attempt: int, what: str, failure: str) -> None:
         if attempt >= self.config.max_attempts:
@@ -268,19 +318,121 @@ def decode_json(body: bytes, what: str) -> Any:
 
 
 def retry_after_seconds(header: str | None, default: float) -> float:
+    """Seconds from a Retry-After header; `default` unless it is a finite, non-negative number."""
+    if header is None or len(header) > 32:
+        return default
     try:
-        return max(0.0, float(header)) if header is not None else default
+        seconds = float(header)
     except ValueError:
         return default
+    return seconds if math.isfinite(seconds) and seconds >= 0 else default
 
 
-def client_error(response: requests.Response, symbols: Sequence[str], what: str) -> BinanceError:
+def quote_header(header: str | None) -> str:
+    return "absent" if header is None else repr(header[:32])
+
+
+def client_error(status: int, body: bytes, symbols: Sequence[str], what: str) -> BinanceError:
     """The exception for a 4xx body such as {"code": -1121, "msg": "Invalid symbol."}."""
     try:
-        body = orjson.loads(response.content)
-        code, message = body.get("code"), body.get("msg")
+        document = orjson.loads(body)
+        code, message = document.get("code"), document.get("msg")
     except (orjson.JSONDecodeError, AttributeError):
-        code, message = None, response.text[:120]
+        code, message = None, body[:120].decode("utf-8", "replace")
+    message = str(message)[:200]
     if code == INVALID_SYMBOL_CODE:
         return InvalidSymbol(symbols, f"{what}: invalid symbol ({message})")
-    return ApiError(f"{what}: HTTP {response.status_code} code {code}: {message}")
+    return ApiError(f"{what}: HTTP {status} code {str(code)[:20]}: {message}")
+
+
+def read_body(response: requests.Response, limit: int, what: str) -> bytes:
+    """The whole body, refusing more than `limit` bytes (whatever Content-Length claims)."""
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(f"{what}: response body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- total request deadline ---------------------------------------------------------------------------------
+# requests/urllib3 only have per-read timeouts: a server sending one byte every few seconds keeps a request
+# alive forever. The watchdog below shuts the socket of the request in flight down when its deadline
+# passes, which wakes the blocked read at once; the pools of `deadline_session()` tell it which socket that is.
+
+_in_flight = threading.local()  # .watchdog: the Watchdog of this thread's current request
+
+
+class Watchdog:
+    """Context manager: cut the connection this thread uses if the block outlasts `seconds`."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.expired = False
+        self._connection = None
+        self._done = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> Watchdog:
+        _in_flight.watchdog = self
+        self._arm(self.seconds)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._done = True
+            if self._timer is not None:
+                self._timer.cancel()
+        _in_flight.watchdog = None
+
+    def watch(self, connection) -> None:
+        self._connection = connection
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            sock = getattr(self._connection, "sock", None)
+            if sock is None:  # still connecting (bounded by the connect timeout): look again shortly
+                self._arm(0.05)
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _WatchedPool(HTTPConnectionPool):
+    def _get_conn(self, timeout=None):
+        connection = super()._get_conn(timeout)
+        watchdog = getattr(_in_flight, "watchdog", None)
+        if watchdog is not None:
+            watchdog.watch(connection)
+        return connection
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool, _WatchedPool):
+    pass
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedPool, "https": _WatchedHTTPSPool}
+
+
+def deadline_session() -> requests.Session:
+    """A requests.Session whose requests a `Watchdog` can cut off."""
+    session = requests.Session()
+    adapter = _DeadlineAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session

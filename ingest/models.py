@@ -9,6 +9,7 @@ naming the field, so one bad item can be logged and skipped without stopping the
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,19 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Widest scale the PostgreSQL columns hold (numeric(p, 8)); more digits would be rounded there silently.
 MAX_SCALE = 8
+# Integer digits the columns of sql/001_tables.sql hold (precision - scale): a value beyond them would make
+# PostgreSQL reject the row, so it is rejected here, named, before it reaches the cycle's transaction.
+PRICE_DIGITS = 22  # numeric(30,8)
+QUANTITY_DIGITS = 30  # numeric(38,8)
+PERCENT_DIGITS = 12  # numeric(20,8): ticker_24h.price_change_percent
+INT32 = (-2**31, 2**31 - 1)  # int: klines.number_of_trades
+INT64 = (-2**63, 2**63 - 1)  # bigint: ids and counts
+# Epoch milliseconds Python's datetime (years 1-9999) can hold; PostgreSQL's timestamptz holds all of them.
+MIN_MILLIS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+MAX_MILLIS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+# No Binance decimal or integer is near this long; longer text is rejected before any conversion, so a
+# hostile response cannot make a parser spend time or memory on it.
+MAX_NUMBER_TEXT = 64
 _DECIMAL = re.compile(r"-?\d+(\.\d+)?")
 _INTEGER = re.compile(r"-?\d+")
 # Binance's own symbol pattern (error -1100 on /api/v3/ticker/24hr).
@@ -32,31 +46,62 @@ class MalformedPayload(ValueError):
     """A response (or one item of it) does not have the documented shape; the message says where."""
 
 
-def parse_decimal(value: Any, field: str) -> Decimal:
-    """An exact Decimal from a Binance decimal string such as "73369.84000000"."""
-    if not isinstance(value, str) or not _DECIMAL.fullmatch(value):
-        raise MalformedPayload(f"{field}: expected a decimal string, got {value!r}")
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 40
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
+_SHORT.maxlevel = 2
+
+
+def quote(value: Any) -> str:
+    """A short repr for messages: a hostile value never floods a log line (nor is copied whole)."""
+    if isinstance(value, str) and len(value) > 40:
+        return f"{_SHORT.repr(value)} ({len(value)} characters)"
+    try:
+        return _SHORT.repr(value)
+    except ValueError:  # an int too long for repr()
+        return f"a {type(value).__name__}"
+
+
+def parse_decimal(value: Any, field: str, integer_digits: int = PRICE_DIGITS) -> Decimal:
+    """An exact Decimal from a Binance decimal string such as "73369.84000000", within its column's
+    precision: at most `integer_digits` digits before the point and MAX_SCALE significant decimals."""
+    if not isinstance(value, str) or len(value) > MAX_NUMBER_TEXT or not _DECIMAL.fullmatch(value):
+        raise MalformedPayload(f"{field}: expected a decimal string, got {quote(value)}")
     number = Decimal(value)
     _, digits, exponent = number.as_tuple()
     excess = -exponent - MAX_SCALE  # digits beyond the 8th decimal: only zeros may be there
     if excess > 0 and any(digits[-excess:]):
-        raise MalformedPayload(f"{field}: {value!r} has more than {MAX_SCALE} decimals")
+        raise MalformedPayload(f"{field}: {quote(value)} has more than {MAX_SCALE} decimals")
+    whole = value.lstrip("-").split(".")[0].lstrip("0")
+    if len(whole) > integer_digits:
+        raise MalformedPayload(f"{field}: {quote(value)} has {len(whole)} integer digits; "
+                               f"its column holds {integer_digits}")
     return number
 
 
-def parse_int(value: Any, field: str) -> int:
-    """An integer given as a JSON number or as a string of digits (both occur)."""
+def parse_quantity(value: Any, field: str) -> Decimal:
+    return parse_decimal(value, field, QUANTITY_DIGITS)
+
+
+def parse_int(value: Any, field: str, bounds: tuple[int, int] = INT64) -> int:
+    """An integer given as a JSON number or as a string of digits (both occur), within `bounds`
+    (its column's integer type)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _INTEGER.fullmatch(value):
-        return int(value)
-    raise MalformedPayload(f"{field}: expected an integer, got {value!r}")
+        number = value
+    elif isinstance(value, str) and len(value) <= MAX_NUMBER_TEXT and _INTEGER.fullmatch(value):
+        number = int(value)
+    else:
+        raise MalformedPayload(f"{field}: expected an integer, got {quote(value)}")
+    low, high = bounds
+    if not low <= number <= high:
+        raise MalformedPayload(f"{field}: {quote(number)} is outside its column's range {low}..{high}")
+    return number
 
 
 def parse_bool(value: Any, field: str) -> bool:
     if isinstance(value, bool):
         return value
-    raise MalformedPayload(f"{field}: expected a boolean, got {value!r}")
+    raise MalformedPayload(f"{field}: expected a boolean, got {quote(value)}")
 
 
 def millis_to_datetime(ms: int) -> datetime:
@@ -70,7 +115,11 @@ def datetime_to_millis(moment: datetime) -> int:
 
 
 def parse_time(value: Any, field: str) -> datetime:
-    return millis_to_datetime(parse_int(value, field))
+    """Epoch milliseconds as a UTC datetime; a time outside years 1-9999 is malformed, not an OverflowError."""
+    ms = parse_int(value, field)
+    if not MIN_MILLIS <= ms <= MAX_MILLIS:
+        raise MalformedPayload(f"{field}: timestamp {ms} ms is outside years 1-9999")
+    return millis_to_datetime(ms)
 
 
 def _field(obj: Mapping[str, Any], key: str, where: str) -> Any:
@@ -121,18 +170,21 @@ TICKER_DECIMALS = {
     "ask_price": "askPrice", "ask_qty": "askQty", "open_price": "openPrice", "high_price": "highPrice",
     "low_price": "lowPrice", "volume": "volume", "quote_volume": "quoteVolume",
 }
+TICKER_QUANTITIES = frozenset({"lastQty", "bidQty", "askQty", "volume", "quoteVolume"})
 TICKER_TIMES = {"open_time": "openTime", "close_time": "closeTime"}
 TICKER_INTS = {"first_id": "firstId", "last_id": "lastId", "trade_count": "count"}
 
 
 def parse_ticker(obj: Mapping[str, Any]) -> Ticker:
     symbol = _field(obj, "symbol", "ticker")
-    if not isinstance(symbol, str):
-        raise MalformedPayload(f"ticker: symbol {symbol!r} is not a string")
+    if not isinstance(symbol, str) or not SYMBOL_PATTERN.fullmatch(symbol):
+        raise MalformedPayload(f"ticker: symbol {quote(symbol)} is not a Binance symbol")
     where = f"ticker {symbol}"
     values: dict[str, Any] = {"symbol": symbol}
     for attr, key in TICKER_DECIMALS.items():
-        values[attr] = parse_decimal(_field(obj, key, where), f"{where}.{key}")
+        digits = (QUANTITY_DIGITS if key in TICKER_QUANTITIES
+                  else PERCENT_DIGITS if key == "priceChangePercent" else PRICE_DIGITS)
+        values[attr] = parse_decimal(_field(obj, key, where), f"{where}.{key}", digits)
     for attr, key in TICKER_TIMES.items():
         values[attr] = parse_time(_field(obj, key, where), f"{where}.{key}")
     for attr, key in TICKER_INTS.items():
@@ -161,21 +213,23 @@ class Kline:
 KLINE_FIELDS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
                 "number_of_trades", "taker_buy_base_volume", "taker_buy_quote_volume")
 KLINE_LENGTH = 12
+KLINE_QUANTITIES = frozenset({"volume", "quote_volume", "taker_buy_base_volume", "taker_buy_quote_volume"})
 
 
 def parse_kline(symbol: str, interval: str, row: Any) -> Kline:
     where = f"kline {symbol} {interval}"
     if not isinstance(row, list) or len(row) != KLINE_LENGTH:
-        raise MalformedPayload(f"{where}: expected an array of {KLINE_LENGTH} elements, got {row!r}")
+        raise MalformedPayload(f"{where}: expected an array of {KLINE_LENGTH} elements, got {quote(row)}")
     values: dict[str, Any] = {"symbol": symbol, "interval": interval}
     for position, attr in enumerate(KLINE_FIELDS):
         label = f"{where}[{position}] {attr}"
         if attr.endswith("_time"):
             values[attr] = parse_time(row[position], label)
         elif attr == "number_of_trades":
-            values[attr] = parse_int(row[position], label)
+            values[attr] = parse_int(row[position], label, INT32)
         else:
-            values[attr] = parse_decimal(row[position], label)
+            values[attr] = parse_decimal(row[position], label,
+                                         QUANTITY_DIGITS if attr in KLINE_QUANTITIES else PRICE_DIGITS)
     return Kline(**values)
 
 
@@ -200,13 +254,13 @@ def parse_depth(symbol: str, obj: Mapping[str, Any], snapshot_time: datetime) ->
     for side, key in (("bid", "bids"), ("ask", "asks")):
         rows = _field(obj, key, where)
         if not isinstance(rows, list):
-            raise MalformedPayload(f"{where}.{key}: expected an array, got {rows!r}")
+            raise MalformedPayload(f"{where}.{key}: expected an array, got {quote(rows)}")
         for level, row in enumerate(rows):
             label = f"{where}.{key}[{level}]"
             if not isinstance(row, list) or len(row) != 2:
-                raise MalformedPayload(f"{label}: expected [price, quantity], got {row!r}")
+                raise MalformedPayload(f"{label}: expected [price, quantity], got {quote(row)}")
             levels.append(DepthLevel(symbol, side, level, parse_decimal(row[0], f"{label} price"),
-                                     parse_decimal(row[1], f"{label} quantity"), update_id, snapshot_time))
+                                     parse_quantity(row[1], f"{label} quantity"), update_id, snapshot_time))
     return levels
 
 
@@ -232,8 +286,8 @@ def parse_trade(symbol: str, obj: Mapping[str, Any]) -> Trade:
         symbol=symbol,
         trade_id=trade_id,
         price=parse_decimal(_field(obj, "price", where), f"{where}.price"),
-        qty=parse_decimal(_field(obj, "qty", where), f"{where}.qty"),
-        quote_qty=parse_decimal(_field(obj, "quoteQty", where), f"{where}.quoteQty"),
+        qty=parse_quantity(_field(obj, "qty", where), f"{where}.qty"),
+        quote_qty=parse_quantity(_field(obj, "quoteQty", where), f"{where}.quoteQty"),
         trade_time=parse_time(_field(obj, "time", where), f"{where}.time"),
         is_buyer_maker=parse_bool(_field(obj, "isBuyerMaker", where), f"{where}.isBuyerMaker"),
         is_best_match=parse_bool(_field(obj, "isBestMatch", where), f"{where}.isBestMatch"),

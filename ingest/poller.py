@@ -7,8 +7,16 @@ refreshed in turn. Klines resume from the last open kline seen, so a symbol visi
 still gets every kline and the final values of the one that was open.
 
 A request that fails (invalid symbol, malformed payload, retries exhausted) is reported in the summary
-and the others carry on; a symbol Binance calls invalid is dropped from later cycles. A stop request
-(SIGTERM/Ctrl-C) ends the current fetch early, the fetched rows are still written, and the loop exits.
+and the others carry on; a symbol Binance calls invalid is dropped from later cycles. One bad item of a
+response (a field its column cannot hold, a non-numeric value, a timestamp out of range) is rejected and
+named (item, symbol, field, reason) and counted in `items_rejected`; the rest of the cycle is written.
+A stop request (SIGTERM/Ctrl-C) ends the current fetch early, the fetched rows are still written, and the
+loop exits.
+
+Exit status of `run`: 1 when PostgreSQL refused the writes of `max_failed_writes` consecutive cycles (a
+permanent error such as an unknown column: retrying cannot help, so the process stops with a message
+instead of dropping every cycle forever), when a stop came while PostgreSQL was unreachable, when no
+valid symbol is left, and with `once` when the cycle fetched or wrote nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ class PollConfig:
     trades: int = 100  # recent trades per request; 0 = no trades
     backfill: int = 60  # klines fetched per symbol and interval the first time
     weight_budget: int = 5000  # per minute
+    max_failed_writes: int = 3  # consecutive cycles whose write PostgreSQL refused before the poller stops
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -119,12 +128,31 @@ class CycleReport:
     rows_fetched: int = 0
     rows_lost: int = 0  # fetched but not written (stopped while PostgreSQL was unreachable)
     interrupted: bool = False
+    items_rejected: int = 0  # bad items skipped: malformed in the response, or refused by PostgreSQL
+    write_error: str = ""  # why PostgreSQL refused the whole write (a permanent error), if it did
 
     def summary(self) -> str:
         tables = ", ".join(f"{name} {counts}" for name, counts in self.counts.items())
         return (f"cycle {self.number}: {tables or 'nothing written'}; weight {self.weight} "
                 f"(used {self.used_weight_1m}/min); fetch {self.fetch_s:.2f} s, write {self.write_s:.3f} s, "
-                f"cycle {self.fetch_s + self.write_s:.2f} s; {len(self.problems)} problem(s)")
+                f"cycle {self.fetch_s + self.write_s:.2f} s; {len(self.problems)} problem(s), "
+                f"{self.items_rejected} item(s) rejected")
+
+    @property
+    def rows_written(self) -> int:
+        return sum(c.inserted + c.updated + c.deleted for c in self.counts.values())
+
+    @property
+    def write_failed(self) -> bool:
+        """PostgreSQL refused the write, or every row it was given."""
+        refused_all = self.rows_fetched and self.rows_written == 0 and \
+            sum(c.rejected for c in self.counts.values()) >= self.rows_fetched
+        return bool(self.write_error or refused_all)
+
+    @property
+    def failed(self) -> bool:
+        """Nothing could be fetched (every request failed) or written."""
+        return (self.rows_fetched == 0 and bool(self.problems)) or self.write_failed or bool(self.rows_lost)
 
 
 class Poller:
@@ -142,6 +170,8 @@ class Poller:
         self.symbols = list(config.symbols)
         self.invalid: list[str] = []
         self.cycles = 0
+        self.items_rejected = 0  # bad items skipped since start
+        self.failed_writes = 0  # consecutive cycles whose write PostgreSQL refused
         # (symbol, interval) -> open time of the newest kline stored; (symbol) -> newest trade id stored
         self.kline_resume: dict[tuple[str, str], datetime] = {}
         self.last_trade_id: dict[str, int] = {}
@@ -152,10 +182,10 @@ class Poller:
         while not self.stop.is_set():
             started = self._clock()
             report = self.run_cycle()
-            if report.rows_lost or not self.symbols:
+            if report.rows_lost or not self.symbols or self._too_many_failed_writes(report):
                 return 1
             if once:
-                break
+                return self._once_status(report)
             if self.stop.wait(max(0.0, self.config.interval_s - (self._clock() - started))):
                 break
         log.info("poller stopped after %d cycle(s)", self.cycles)
@@ -174,14 +204,17 @@ class Poller:
         written = self._clock()
         try:
             report.counts = self.store.write(batch)
+            report.items_rejected += sum(c.rejected for c in report.counts.values())
             self._remember(batch)
         except BatchRejected as exc:
+            report.write_error = str(exc)
             report.problems.append(f"{exc}; this cycle's rows are dropped")
         except Interrupted:
             report.rows_lost = len(batch)
             log.error("stopped while PostgreSQL was unreachable: %d fetched rows of cycle %d were not written",
                       len(batch), report.number)
         report.write_s = self._clock() - written
+        self.items_rejected += report.items_rejected
         for problem in report.problems:
             log.warning("cycle %d: %s", report.number, problem)
         log.info(report.summary())
@@ -212,7 +245,7 @@ class Poller:
             report.problems.append(f"tickers: {exc}")
             return
         batch.tickers.extend(result.tickers)
-        report.problems.extend(result.problems)
+        self._reject_items(result.problems, report)
         for symbol in result.invalid:
             self._drop(symbol, report, "the ticker call")
 
@@ -223,7 +256,7 @@ class Poller:
                 klines, problems = self.client.klines(task.symbol, task.interval, start=start,
                                                       limit=1000 if start else self.config.backfill)
                 batch.klines.extend(klines)
-                report.problems.extend(problems)
+                self._reject_items(problems, report)
             elif task.kind == "depth":
                 levels = self.client.depth(task.symbol, self.config.depth, self._now())
                 batch.depth.extend(levels)
@@ -233,11 +266,41 @@ class Poller:
                 trades, problems = self.client.trades(task.symbol, self.config.trades)
                 newest = self.last_trade_id.get(task.symbol, -1)
                 batch.trades.extend(t for t in trades if t.trade_id > newest)
-                report.problems.extend(problems)
+                self._reject_items(problems, report)
         except InvalidSymbol:
             self._drop(task.symbol, report, str(task))
-        except (BinanceError, MalformedPayload) as exc:
+        except MalformedPayload as exc:  # a depth snapshot is one item: a book with a hole would be wrong
+            self._reject_items([str(exc)], report)
+        except BinanceError as exc:
             report.problems.append(f"{task}: {exc}")
+
+    # -- bad items and failed cycles (kept apart so metrics can hook in) ------------------------------------
+
+    @staticmethod
+    def _reject_items(reasons: list[str], report: CycleReport) -> None:
+        """Items of a response the models refused: each names its item, symbol, field and reason."""
+        report.items_rejected += len(reasons)
+        report.problems.extend(f"rejected {reason}" for reason in reasons)
+
+    def _too_many_failed_writes(self, report: CycleReport) -> bool:
+        """Count consecutive cycles PostgreSQL refused; True (after logging why) once they reach the limit."""
+        self.failed_writes = self.failed_writes + 1 if report.write_failed else 0
+        if self.failed_writes < self.config.max_failed_writes:
+            return False
+        log.error("PostgreSQL refused the writes of %d consecutive cycles; stopping, because retrying cannot "
+                  "help (last: %s). Fix the cause (e.g. `cdc init` for a missing table or column) and restart.",
+                  self.failed_writes, report.write_error or "every row was rejected")
+        return True
+
+    @staticmethod
+    def _once_status(report: CycleReport) -> int:
+        if not report.failed:
+            return 0
+        log.error("cycle %d %s", report.number,
+                  "wrote nothing: PostgreSQL refused it" if report.write_failed
+                  else "fetched nothing: every request failed" if report.rows_fetched == 0
+                  else "was not written")
+        return 1
 
     def _drop(self, symbol: str, report: CycleReport, where: str) -> None:
         if symbol in self.symbols:

@@ -311,15 +311,52 @@ class Fault:
     path: str | None = None  # only requests whose path starts with this
 
     @classmethod
-    def from_json(cls, spec: dict) -> Fault:
+    def from_json(cls, spec: Any) -> Fault:
+        """A validated fault; ValueError naming the field otherwise (so a bad spec is an HTTP 400, and no
+        accepted spec can hold a request longer than MAX_FAULT_DELAY_S or fail inside the request path)."""
+        if not isinstance(spec, dict):
+            raise ValueError(f"a fault is a JSON object, not {type(spec).__name__}")
         known = {"status", "retry_after", "delay_s", "malformed", "count", "path"}
         unknown = set(spec) - known - {"unknown_symbol"}
         if unknown:
-            raise ValueError(f"unknown fault field(s) {sorted(unknown)}; known: {sorted(known | {'unknown_symbol'})}")
+            raise ValueError(f"unknown fault field(s) {sorted(map(str, unknown))[:5]}; "
+                             f"known: {sorted(known | {'unknown_symbol'})}")
         fault = cls(**{k: v for k, v in spec.items() if k in known})
-        if fault.status is not None and not (isinstance(fault.status, int) and 400 <= fault.status <= 599):
-            raise ValueError(f"fault status {fault.status!r} must be an HTTP error status 400..599")
+        fault._check()
+        if fault.status is None and not fault.delay_s and not fault.malformed and "unknown_symbol" not in spec:
+            raise ValueError("the fault does nothing: give status, delay_s, malformed or unknown_symbol")
         return fault
+
+    def _check(self) -> None:
+        if self.status is not None and not (_is_int(self.status) and 400 <= self.status <= 599):
+            raise ValueError(f"fault status {self.status!r} must be an HTTP error status 400..599")
+        if self.retry_after is not None and not _is_number(self.retry_after, 0, MAX_FAULT_RETRY_AFTER_S):
+            raise ValueError(f"fault retry_after must be a number of seconds in 0..{MAX_FAULT_RETRY_AFTER_S}")
+        if not _is_number(self.delay_s, 0, MAX_FAULT_DELAY_S):
+            raise ValueError(f"fault delay_s must be a number of seconds in 0..{MAX_FAULT_DELAY_S}")
+        if not isinstance(self.malformed, bool):
+            raise ValueError("fault malformed must be true or false")
+        if self.count is not None and not (_is_int(self.count) and 1 <= self.count <= MAX_FAULT_COUNT):
+            raise ValueError(f"fault count must be an integer in 1..{MAX_FAULT_COUNT} (or null: until cleared)")
+        if self.path is not None and not (isinstance(self.path, str) and self.path.startswith("/")
+                                          and len(self.path) <= 200):
+            raise ValueError("fault path must be a URL path such as /api/v3/depth")
+
+
+# Bounds of fault specs: a fault can slow or fail requests, never hold the server.
+MAX_FAULT_DELAY_S = 60.0
+MAX_FAULT_RETRY_AFTER_S = 3 * 86_400
+MAX_FAULT_COUNT = 1_000_000
+MAX_CONTROL_BODY = 64 * 1024  # bytes of a control request body
+MAX_STEPS = 10_000  # market steps per /__sim/step request (the market lock is held meanwhile)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
 
 class SimState:
@@ -338,9 +375,12 @@ class SimState:
 
     def add_fault(self, spec: dict) -> None:
         fault = Fault.from_json(spec)
+        if "unknown_symbol" in spec and not (isinstance(spec["unknown_symbol"], str)
+                                             and SYMBOL_PATTERN.fullmatch(spec["unknown_symbol"])):
+            raise ValueError(f"fault unknown_symbol must be a symbol matching {SYMBOL_PATTERN.pattern}")
         with self.lock:
             if "unknown_symbol" in spec:
-                self.unknown_symbols.add(str(spec["unknown_symbol"]))
+                self.unknown_symbols.add(spec["unknown_symbol"])
             if fault.status is not None or fault.delay_s or fault.malformed:
                 self.faults.append(fault)
 
@@ -443,7 +483,7 @@ class SimHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         try:
-            body = orjson.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            body = orjson.loads(self._control_body() or b"{}")
             if path == "/__sim/faults":
                 self.sim.add_fault(body)
                 self._send(200, {"ok": True})
@@ -455,7 +495,16 @@ class SimHandler(BaseHTTPRequestHandler):
             else:
                 self._send(404, {"code": -1, "msg": f"no control endpoint {path}"})
         except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
-            self._send(400, {"code": -1, "msg": f"bad control request: {exc}"})
+            self.close_connection = True  # the body may not have been read: do not parse it as a request
+            self._send(400, {"code": -1, "msg": f"bad control request: {str(exc)[:300]}"})
+
+    def _control_body(self) -> bytes:
+        """The request body, read only when its declared length is sane (a missing, negative or huge
+        Content-Length would otherwise block the handler or fill memory)."""
+        raw = self.headers.get("Content-Length") or "0"
+        if not raw.isdigit() or int(raw) > MAX_CONTROL_BODY:
+            raise ValueError(f"Content-Length must be an integer in 0..{MAX_CONTROL_BODY}")
+        return self.rfile.read(int(raw))
 
     def do_DELETE(self) -> None:
         path = urlsplit(self.path).path
@@ -469,13 +518,18 @@ class SimHandler(BaseHTTPRequestHandler):
             return
         self._send(200, {"ok": True})
 
-    def _step(self, body: dict) -> None:
-        steps = int(body.get("steps", 1))
-        symbols = body.get("symbols")
+    def _step(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            raise ValueError("a step request is a JSON object")
+        steps, symbols = body.get("steps", 1), body.get("symbols")
+        if not (_is_int(steps) and 1 <= steps <= MAX_STEPS):
+            raise ValueError(f"steps must be an integer in 1..{MAX_STEPS}")
+        if symbols is not None and not (isinstance(symbols, list) and all(isinstance(s, str) for s in symbols)):
+            raise ValueError("symbols must be a list of symbol names")
         with self.sim.lock:
             unknown = [s for s in symbols or [] if s not in self.sim.market.states]
             if unknown:
-                raise ValueError(f"unknown symbols {unknown}")
+                raise ValueError(f"unknown symbols {unknown[:5]}")
             for _ in range(steps):
                 self.sim.market.step(symbols=symbols)
             now_ms = self.sim.market.now_ms

@@ -14,8 +14,15 @@ table's rows with COPY into a session temp table, then one INSERT ... SELECT ups
 client-side array adaptation dominates); `executemany` runs one statement per row in pipeline mode
 (slowest).
 
-A lost connection is retried with backoff: the cycle's batch stays in memory and the whole transaction
-is replayed, which is safe because every statement is idempotent.
+Failures are classified by SQLSTATE class (`failure_kind`):
+- transient (a lost connection, 08; too many connections or out of resources, 53; shutdown or cancel, 57;
+  system error, 58; serialization failure or deadlock, 40): retried with backoff; the cycle's batch stays
+  in memory and the whole transaction is replayed, which is safe because every statement is idempotent;
+- one row (a value its column rejects, 22; a constraint, 23): the batch is written again row by row, each
+  row in its own savepoint, so the rows PostgreSQL refuses are named (table, key, SQLSTATE, reason),
+  counted and skipped while every other row of the cycle is written;
+- anything else (an unknown table or column, 42; a permission, 42501; ...) is permanent for the cycle:
+  `BatchRejected`, which the poller counts towards its stop after consecutive failed cycles.
 """
 
 from __future__ import annotations
@@ -157,14 +164,47 @@ class TableCounts:
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
+    rejected: int = 0  # rows PostgreSQL refused (named in the log); the others were written
 
     def __str__(self) -> str:
         text = f"+{self.inserted} ~{self.updated}"
-        return text + (f" -{self.deleted}" if self.deleted else "")
+        return text + (f" -{self.deleted}" if self.deleted else "") + (f" !{self.rejected}" if self.rejected else "")
 
 
 class BatchRejected(Exception):
-    """PostgreSQL refused the cycle's data itself (e.g. a value too large for its column): retrying cannot help."""
+    """PostgreSQL refused the cycle's statements (an unknown column, a permission, ...): retrying cannot help.
+    `sqlstate` is PostgreSQL's code, when it gave one."""
+
+    def __init__(self, message: str, sqlstate: str | None = None):
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+TRANSIENT, ROW, FATAL = "transient", "row", "fatal"
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+ROW_SQLSTATE_CLASSES = frozenset({"22", "23"})
+
+
+def failure_kind(exc: Exception) -> str:
+    """TRANSIENT (wait and retry), ROW (that row's value) or FATAL (the statement itself), by SQLSTATE class.
+
+    A connection failure libpq reports without a SQLSTATE is transient."""
+    if isinstance(exc, pg.ServiceUnavailable):
+        return TRANSIENT
+    sqlstate = getattr(exc, "sqlstate", None) or ""
+    if not sqlstate:
+        return TRANSIENT if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)) else FATAL
+    if sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES:
+        return TRANSIENT
+    return ROW if sqlstate[:2] in ROW_SQLSTATE_CLASSES else FATAL
+
+
+def describe_error(exc: Exception) -> str:
+    """`ClassName SQLSTATE: first line of the message` (short, no values beyond what PostgreSQL names)."""
+    text = str(exc).strip()
+    first_line = text.splitlines()[0][:200] if text else ""
+    sqlstate = getattr(exc, "sqlstate", None)
+    return f"{type(exc).__name__}{f' {sqlstate}' if sqlstate else ''}: {first_line}"
 
 
 class Store:
@@ -187,14 +227,19 @@ class Store:
             self._conn = None
 
     def write(self, batch: Batch) -> dict[str, TableCounts]:
-        """Write the batch in one transaction; retried (the batch held in memory) until it commits."""
+        """Write the batch in one transaction; retried (the batch held in memory) until it commits.
+
+        Rows PostgreSQL refuses are skipped and counted (`TableCounts.rejected`); a statement it refuses
+        raises BatchRejected."""
         attempt = 0
         while True:
             try:
-                conn = self._connection()
-                with conn.transaction():
-                    return self._write(conn, batch)
-            except (psycopg.OperationalError, psycopg.InterfaceError, pg.ServiceUnavailable) as exc:
+                return self._write_isolating_bad_rows(self._connection(), batch)
+            except (psycopg.Error, pg.ServiceUnavailable) as exc:
+                if failure_kind(exc) != TRANSIENT:
+                    self.close()  # its stage tables copy the old table shape: the next cycle starts afresh
+                    raise BatchRejected(f"PostgreSQL rejected the batch of {len(batch)} rows: {describe_error(exc)}",
+                                        getattr(exc, "sqlstate", None)) from exc
                 self.close()
                 attempt += 1
                 delay = min(self._backoff_cap_s, 0.2 * 2 ** attempt) * (0.5 + random.random() / 2)
@@ -202,9 +247,19 @@ class Store:
                 log.warning("PostgreSQL write failed (%s); holding %d fetched rows, retry %d in %.1f s",
                             reason, len(batch), attempt, delay)
                 self._sleep(delay)
-            except psycopg.DatabaseError as exc:  # data or constraint errors: the transaction rolled back
-                raise BatchRejected(f"PostgreSQL rejected the batch of {len(batch)} rows: "
-                                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from exc
+
+    def _write_isolating_bad_rows(self, conn: psycopg.Connection, batch: Batch) -> dict[str, TableCounts]:
+        """The batched write; if a row's value is refused (the transaction rolled back), the row-by-row one."""
+        try:
+            with conn.transaction():
+                return self._write(conn, batch)
+        except psycopg.Error as exc:
+            if failure_kind(exc) != ROW:
+                raise
+            log.warning("PostgreSQL refused a row of the batch (%s); writing its %d rows one by one to name it",
+                        describe_error(exc), len(batch))
+        with conn.transaction():
+            return self._write(conn, batch, row_by_row=True)
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -217,12 +272,13 @@ class Store:
             self._conn = conn
         return self._conn
 
-    def _write(self, conn: psycopg.Connection, batch: Batch) -> dict[str, TableCounts]:
+    def _write(self, conn: psycopg.Connection, batch: Batch, row_by_row: bool = False) -> dict[str, TableCounts]:
+        upsert = self.upsert_row_by_row if row_by_row else self.upsert
         counts = {
-            "ticker_24h": self.upsert(conn, TICKERS, batch.tickers),
-            "klines": self.upsert(conn, KLINES, batch.klines),
-            "order_book": self.upsert(conn, ORDER_BOOK, batch.depth),
-            "trades": self.upsert(conn, TRADES, batch.trades),
+            "ticker_24h": upsert(conn, TICKERS, batch.tickers),
+            "klines": upsert(conn, KLINES, batch.klines),
+            "order_book": upsert(conn, ORDER_BOOK, batch.depth),
+            "trades": upsert(conn, TRADES, batch.trades),
         }
         if batch.book_depths:
             sides = list(batch.book_depths)
@@ -238,6 +294,28 @@ class Store:
         flags = getattr(self, f"_upsert_{self.method}")(conn, spec, rows)
         inserted = sum(flags)
         return TableCounts(inserted, len(flags) - inserted)
+
+    @staticmethod
+    def upsert_row_by_row(conn: psycopg.Connection, spec: TableSpec, items: Sequence) -> TableCounts:
+        """Each row in its own savepoint: a row PostgreSQL refuses is logged by key and skipped."""
+        counts = TableCounts()
+        sql = spec.upsert_sql(spec.values_source())
+        for row in {spec.key_of(r): r for r in map(spec.row, items)}.values():
+            try:
+                with conn.transaction():
+                    flags = [flag for (flag,) in conn.execute(sql, row)]
+            except psycopg.Error as exc:
+                if failure_kind(exc) != ROW:
+                    raise
+                counts.rejected += 1
+                key = ", ".join(f"{name}={value}" for name, value in zip(spec.key, spec.key_of(row)))
+                column = getattr(exc.diag, "column_name", None)
+                log.warning("rejected %s row (%s)%s: %s; the other rows are written", spec.name, key,
+                            f" column {column}" if column else "", describe_error(exc))
+                continue
+            counts.inserted += sum(flags)
+            counts.updated += len(flags) - sum(flags)
+        return counts
 
     @staticmethod
     def _upsert_unnest(conn: psycopg.Connection, spec: TableSpec, rows: list[tuple]) -> list[bool]:

@@ -16,6 +16,7 @@ from cdc_consumer import pg
 from cdc_consumer.commands.options import connect_client, connect_url_option, pg_dsn_option, settings
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
+from cdc_consumer.secrets import mask_url
 from connectors import slots
 from connectors.config import (
     AVRO_TEMPLATE,
@@ -248,7 +249,7 @@ def connector_delete(name: str, connect_url: str, pg_dsn: str, drop_slot: bool, 
     with service_errors():
         config = client.get_config(name)
         if config is None:
-            raise click.ClickException(f"connector {name} does not exist on {connect_url}")
+            raise click.ClickException(f"connector {name} does not exist on {mask_url(connect_url)}")
         slot = config.get("slot.name", "")
         what = f"connector {name}" + (f" and replication slot {slot}" if drop_slot else "")
         if drop_slot and not slot:

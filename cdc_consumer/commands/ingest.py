@@ -15,6 +15,7 @@ import orjson
 
 from cdc_consumer.commands.options import pg_dsn_option, settings
 from cdc_consumer.config import PostgresSettings
+from cdc_consumer.secrets import mask_url
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def poll(symbols, interval, kline_intervals, depth, trades, backfill, weight_bud
         client.session.hooks["response"].append(metrics.observe_response)
     store = Store(PostgresSettings(pg_dsn, settings().postgres.password), method=write_method, sleep=sleep)
     log.info("polling %d symbol(s) from %s every %.1f s (klines %s, depth %d, trades %d, budget %d/min)",
-             len(symbols), client_config.base_url, interval, ",".join(kline_intervals) or "none", depth, trades,
+             len(symbols), mask_url(client_config.base_url), interval, ",".join(kline_intervals) or "none", depth, trades,
              weight_budget)
     try:
         status = Poller(config, client, store, stop=stop, metrics=metrics).run(once=once)

@@ -18,9 +18,19 @@ def settings() -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
+def valid_dsn(ctx, param, value: str) -> str:
+    """A usage error, never a traceback, for a DSN libpq cannot parse; its text is never shown."""
+    from cdc_consumer.pg import InvalidDsn, check_dsn
+
+    try:
+        return check_dsn(value)
+    except InvalidDsn as exc:
+        raise click.BadParameter(f"{exc} (from --pg-dsn or CDC_PG_DSN)") from None
+
+
 def pg_dsn_option(f):
     return click.option("--pg-dsn", envvar="CDC_PG_DSN", default=lambda: settings().postgres.dsn,
-                        show_default="CDC_PG_DSN or postgresql://cdc@127.0.0.1:5432/cdc",
+                        show_default="CDC_PG_DSN or postgresql://cdc@127.0.0.1:5432/cdc", callback=valid_dsn,
                         help="PostgreSQL connection string (password via CDC_PG_PASSWORD).")(f)
 
 

@@ -26,6 +26,7 @@ from cdc_consumer.commands.options import (
     settings,
 )
 from cdc_consumer.config import KafkaSettings
+from cdc_consumer.secrets import mask_deep, mask_text
 from connectors.connect_client import RUNNING, trace_head
 from connectors.health import (
     DEFAULT_GROUP,
@@ -71,8 +72,9 @@ def status(as_json: bool, connector_name: str, group: str, max_wal_bytes: int, m
         cassandra=cassandra_settings(cassandra_hosts, cassandra_keyspace),
         skip=frozenset(skip), kafka=kafka, connect_auth=settings().connect_auth)
     report = gather(targets, Thresholds(max_wal_bytes, max_lag, max_freshness_s))
+    report.problems = [mask_text(problem) for problem in report.problems]
     if as_json:
-        click.echo(orjson.dumps(report.to_dict(), option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(mask_deep(report.to_dict()), option=orjson.OPT_INDENT_2).decode())
     else:
         Console(highlight=False).print(render(report))
     raise SystemExit(0 if report.healthy else 1)

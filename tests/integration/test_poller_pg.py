@@ -25,7 +25,7 @@ from ingest.binance import BinanceClient, ClientConfig
 from ingest.models import millis_to_datetime
 from ingest.poller import CycleReport, PollConfig, Poller
 from ingest.sim import SimProcess
-from ingest.store import APPLICATION_NAME, KLINES, METHODS, ORDER_BOOK, TICKERS, TRADES, BatchRejected, Store
+from ingest.store import APPLICATION_NAME, KLINES, METHODS, ORDER_BOOK, TICKERS, TRADES, Store
 from tests.integration.ingest_support import db_fixture, rows, sim_fixture  # noqa: F401 (fixtures)
 from tests.support import wait_until
 
@@ -118,14 +118,20 @@ def test_shallower_books_delete_the_levels_beyond_them(sim, db):
     assert rows(db, "SELECT side, max(level) FROM order_book GROUP BY side ORDER BY side") == [("ask", 2), ("bid", 2)]
 
 
-def test_data_postgres_rejects_fails_only_that_cycle_and_rolls_it_back(sim, db):
-    poller = make_poller(sim, db, depth=0, trades=0)
+@pytest.mark.parametrize("method", METHODS)
+def test_a_row_postgres_refuses_is_named_and_every_other_row_of_the_cycle_is_written(sim, db, method, caplog):
+    poller = make_poller(sim, db, method=method, depth=0, trades=0)
     batch = poller.fetch(CycleReport(1))
+    bad = batch.tickers[0].symbol
     batch.tickers[0] = replace(batch.tickers[0], last_price=Decimal("1e23"))  # too wide for numeric(30,8)
-    with pytest.raises(BatchRejected, match="NumericValueOutOfRange"):
-        poller.store.write(batch)
-    assert rows(db, "SELECT count(*) FROM ticker_24h") == rows(db, "SELECT count(*) FROM klines") == [(0,)]
-    assert poller.run_cycle().counts["ticker_24h"].inserted == len(SYMBOLS)  # the next cycle goes on
+    with caplog.at_level(logging.WARNING, logger="ingest.store"):
+        counts = poller.store.write(batch)
+    assert (counts["ticker_24h"].inserted, counts["ticker_24h"].rejected) == (len(SYMBOLS) - 1, 1)
+    assert counts["klines"].inserted == len(batch.klines) > 0
+    assert rows(db, "SELECT symbol FROM ticker_24h ORDER BY symbol") == [(s,) for s in sorted(SYMBOLS) if s != bad]
+    assert rows(db, "SELECT count(*) FROM klines") == [(len(batch.klines),)]
+    (named,) = [r.message for r in caplog.records if r.message.startswith("rejected ticker_24h")]
+    assert f"symbol={bad}" in named and "22003" in named
 
 
 def superuser_dsn(dsn: str) -> str:

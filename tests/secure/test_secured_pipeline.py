@@ -52,7 +52,8 @@ def pipeline(secure_env, run_cdc, tmp_path_factory):
     consumer_log = log_dir / "consume.log"
     with open(consumer_log, "w") as log:
         consumer = subprocess.Popen(
-            [CDC, "consume", "--group", f"{name}-group", "--topics", rf"^{name}\.public\.(ticker_24h|klines|order_book|trades)$",
+            [CDC, "consume", "--group", f"{name}-group",
+             "--topics", rf"^{name}\.public\.(ticker_24h|klines|order_book|trades)$",
              "--metrics-port", str(metrics_port), "--progress-every", "2", "--log-format", "json"],
             stdout=log, stderr=subprocess.STDOUT, env=secure_env, start_new_session=True)
     sim = subprocess.Popen([CDC, "binance-sim", "--port", "0", "--symbols", "5", "--seed", "5"],

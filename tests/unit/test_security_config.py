@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from cdc_consumer import kafka_clients
 from cdc_consumer.cli import main
 from cdc_consumer.config import HttpAuth, KafkaSettings, Settings
-from cdc_consumer.secrets import MASK, is_secret_key, masked_url, redact, split_url_credentials
+from cdc_consumer.secrets import MASK, is_secret, mask_url, redact, split_url_credentials
 from connectors.connect_client import ConnectClient
 
 # The format Confluent Cloud's "librdkafka" snippet hands out (comments, blank lines, `=` in values).
@@ -55,7 +55,8 @@ def test_librdkafka_accepts_the_cloud_properties_and_names_an_unknown_key(tmp_pa
     good = Settings.from_env({"CDC_KAFKA_CONFIG": _file(tmp_path, CLOUD_PROPERTIES)}).kafka
     kafka_clients.validate(good)  # librdkafka knows every key of the cloud file
     bad = good.with_overrides({"ssl.truststore.location": "/x.jks"})  # a Java client property
-    with pytest.raises(kafka_clients.KafkaConfigError, match=r"property 'ssl.truststore.location': Java TrustStores") as raised:
+    with pytest.raises(kafka_clients.KafkaConfigError,
+                       match=r"property 'ssl.truststore.location': Java TrustStores") as raised:
         kafka_clients.validate(bad)
     assert "--kafka-config" in str(raised.value) and "s3cr3t" not in str(raised.value)
     jaas = good.with_overrides({"sasl.jaas.config": "x required;"})  # refused by librdkafka without naming it
@@ -116,7 +117,7 @@ def test_http_auth_of_connect_and_registry_stays_out_of_repr():
 def test_url_credentials_are_split_off_and_masked():
     assert split_url_credentials("https://u:p%40ss@h:8083/x") == ("https://h:8083/x", "u", "p@ss")
     assert split_url_credentials("http://h:1") == ("http://h:1", None, None)
-    assert masked_url("https://u:pw1@h:8083") == f"https://u:{MASK}@h:8083"
+    assert mask_url("https://u:pw1@h:8083") == f"https://u:{MASK}@h:8083"
     client = ConnectClient("https://admin:in-url-pw@127.0.0.1:1", auth=HttpAuth("other", "env-pw", None))
     assert client.url == "https://127.0.0.1:1" and client._auth_kwargs["auth"] == ("admin", "in-url-pw")
     assert "in-url-pw" not in client.url and "in-url-pw" not in repr(client)
@@ -125,9 +126,9 @@ def test_url_credentials_are_split_off_and_masked():
 def test_secret_keys_cover_every_edge():
     for key in ("database.password", "sasl.password", "ssl.key.password", "sasl.jaas.config",
                 "basic.auth.user.info", "sslpassword", "ssl.keystore.password", "api.secret", "oauth.token"):
-        assert is_secret_key(key), key
+        assert is_secret(key), key
     for key in ("key.converter", "ssl.key.location", "sasl.username", "database.user", "ssl.ca.location"):
-        assert not is_secret_key(key), key
+        assert not is_secret(key), key
 
 
 def test_redact_replaces_every_secret_value():
