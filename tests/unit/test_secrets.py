@@ -72,13 +72,14 @@ def test_a_document_is_masked_deeply():
 def test_connect_client_errors_mask_the_url_credentials():
     with pytest.raises(ConnectUnavailable) as caught:
         ConnectClient(f"http://admin:{SECRET}@{CLOSED}", timeout=2).plugins()
-    assert SECRET not in str(caught.value) and f"admin:{MASK}@" in str(caught.value)
+    # The credentials are split off the URL at once (basic auth): the message names the server only.
+    assert SECRET not in str(caught.value) and f"unreachable at http://{CLOSED}" in str(caught.value)
 
 
 def test_registry_errors_mask_the_url_credentials():
     with pytest.raises(RegistryUnavailable) as caught:
         RegistryClient(f"http://reader:{SECRET}@{CLOSED}", timeout=2).schema(1)
-    assert SECRET not in str(caught.value) and f"reader:{MASK}@" in str(caught.value)
+    assert SECRET not in str(caught.value) and f"schema registry http://{CLOSED} unreachable" in str(caught.value)
 
 
 def test_status_json_never_shows_url_credentials():
@@ -87,7 +88,7 @@ def test_status_json_never_shows_url_credentials():
     assert result.exit_code == 1
     assert SECRET not in result.output
     report = orjson.loads(result.output)
-    assert f"admin:{MASK}@" in report["connector"]["error"]
+    assert f"unreachable at http://{CLOSED}" in report["connector"]["error"]
 
 
 @pytest.mark.parametrize("verb", [["poll", "--once", "--symbols", "BTCUSDT"], ["status", "--json"],
