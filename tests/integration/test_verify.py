@@ -9,8 +9,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from cdc_consumer import schema
-from cdc_consumer import mapping
+from cdc_consumer import mapping, schema
 from cdc_consumer.cli import main
 from tests.oracle import assert_replicated, compare
 
