@@ -91,9 +91,11 @@ def test_consumer_sigkilled_several_times_mid_stream_converges(pipeline: Pipelin
     pipeline.wait_verified()
 
 
-def test_cassandra_down_for_30s_then_back_converges(pipeline: Pipeline):
+def test_cassandra_down_for_30s_then_back_converges(pipeline: Pipeline, kafka_bootstrap):
     consumer = pipeline.start_consumer()
     changes = stream(pipeline)
+    wait_until(lambda: (owned := partitions_owned(kafka_bootstrap, pipeline.group)) and all(owned), timeout=120,
+               what="the consumer to be up and own its partitions")  # an outage while it runs, not at its start
     wait_until(lambda: changes.written >= 2_000, timeout=60, what="2,000 changes written")
     stack("down", "cassandra")
     try:
