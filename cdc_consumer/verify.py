@@ -7,7 +7,9 @@ target's partition keys (`SELECT DISTINCT`) are scanned for partitions that have
 Memory is bounded by one partition plus the set of partition keys seen, not by the table size.
 
 Values are compared after the mapping's own conversions: decimals exactly (`Decimal` equality, no
-float), chart doubles bit for bit, timestamps in milliseconds as Cassandra stores them.
+float), chart doubles bit for bit, timestamps in milliseconds as Cassandra stores them. The expected
+values come from the pure-Python conversion loop (`TargetWriter.upsert_python`), never from the C loop
+of `_cql_native` that the sink writes with, so the checker is not the sink's twin.
 
 Targets whose key is coarser than the source key (e.g. `latest_prices`, one row per symbol) are
 compared with the newest source row of each target key in source-key order.
@@ -189,7 +191,7 @@ def verify_target(conn, session, keyspace: str, plan: Plan, *, since: dt.datetim
         if progress:
             progress(1)
         try:
-            write = writer.upsert(row, create=False, timestamp=0, order=())
+            write = writer.upsert_python(row, None, 0, ())  # as upsert(create=False), in Python
         except UnmappableRecord as exc:
             report.unmappable += 1
             report.sample(sample_limit, kind="unmappable", table=writer.table, reason=str(exc))

@@ -7,7 +7,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from cdc_consumer import schema
-from tests.e2e.pipeline import Pipeline
+from tests.e2e.pipeline import Pipeline, assert_exit_zero
 
 
 @pytest.fixture()
@@ -19,12 +19,13 @@ def pipeline(request, pg_database, cassandra_session, kafka_bootstrap, connect_u
     with psycopg.connect(pg_database) as conn:
         schema.apply_sql(conn)
     schema.apply_cql(cassandra_session, cassandra_session.keyspace)
-    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path, fmt=fmt)
+    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path, fmt=fmt, session=cassandra_session)
     p.register()
     yield p
-    p.stop_consumers()
+    codes = p.stop_consumers()
     p.delete_connector()
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{p.prefix}.")]
     if topics:
         admin.delete_topics(topics)
+    assert_exit_zero(codes)

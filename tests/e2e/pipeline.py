@@ -18,9 +18,11 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
+from tests.oracle import assert_replicated
 from tests.support import REPO, unique_name, wait_until
 
 CDC = str(Path(sys.executable).parent / "cdc")
@@ -43,8 +45,10 @@ class Pipeline:
     keyspace: str
     log_dir: Path
     fmt: str = "json"
+    session: Any = None  # Cassandra session, for the independent oracle (tests/oracle.py)
     name: str = field(default_factory=lambda: unique_name("e2e"))
     consumers: list[subprocess.Popen] = field(default_factory=list)
+    killed: set[int] = field(default_factory=set)  # pids of the consumers the test killed on purpose
 
     @property
     def prefix(self) -> str:
@@ -85,11 +89,14 @@ class Pipeline:
         return process
 
     def kill(self, process: subprocess.Popen) -> None:
+        self.killed.add(process.pid)
         process.send_signal(signal.SIGKILL)
         process.wait(30)
 
-    def stop_consumers(self) -> list[int]:
-        codes = []
+    def stop_consumers(self) -> dict[int, int]:
+        """SIGTERM every running consumer; the exit code of each one the test did not kill on purpose, by pid
+        (a consumer that does not stop within 90 s is SIGKILLed, and its -9 is reported)."""
+        codes = {}
         for process in self.consumers:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
@@ -98,7 +105,8 @@ class Pipeline:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
-            codes.append(process.returncode)
+            if process.pid not in self.killed:
+                codes[process.pid] = process.returncode
         return codes
 
     def consumer_logs(self) -> str:
@@ -112,7 +120,8 @@ class Pipeline:
         return json.loads(result.stdout)
 
     def wait_verified(self, timeout: float = 240) -> dict:
-        """Poll `cdc verify` until PostgreSQL and Cassandra are identical (AssertionError with details if not)."""
+        """Poll `cdc verify` until PostgreSQL and Cassandra are identical (AssertionError with details if not),
+        then judge the same data by the oracle that shares no code with the sink (tests/oracle.py)."""
         last: dict = {}
 
         def identical() -> bool:
@@ -127,6 +136,7 @@ class Pipeline:
                        | {"samples": t["samples"][:2]} for t in last.get("tables", [])]
             raise AssertionError(f"{exc}\nlast verify: {json.dumps(summary, default=str)}\n"
                                  f"{self.consumer_logs()}") from None
+        assert_replicated(self.dsn, self.session, self.keyspace)
         return last
 
 
@@ -199,3 +209,8 @@ class ChangeStream(threading.Thread):
         if self.error:
             raise self.error
         return self.written
+
+def assert_exit_zero(codes: dict[int, int]) -> None:
+    """Every consumer the test did not kill on purpose exited 0: a -9 (SIGKILLed after a stuck drain) or a
+    -11 (a crash in a C extension) fails like any other non-zero code."""
+    assert all(code == 0 for code in codes.values()), f"consumer exit codes by pid {codes}"

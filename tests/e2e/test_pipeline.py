@@ -1,6 +1,8 @@
 """End to end on the real services: PostgreSQL -> Debezium -> Kafka -> cdc consume -> Cassandra.
 
-Every test ends with `cdc verify` reporting Cassandra identical to PostgreSQL. Fault tests run a
+Every test ends with `cdc verify` reporting Cassandra identical to PostgreSQL and the independent oracle of
+tests/oracle.py (no code shared with the sink) agreeing; every consumer the test did not kill on purpose
+exits 0. Fault tests run a
 stream of at least 10,000 changes and inject the fault while it flows.
 """
 
@@ -13,9 +15,10 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from tests.e2e.pipeline import CDC, ChangeStream, Pipeline, cdc, stack
+from tests.e2e.pipeline import CDC, ChangeStream, Pipeline, assert_exit_zero, cdc, stack
 from tests.support import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +32,6 @@ def stream(p: Pipeline, total: int = CHANGES, rate: float = 2_000) -> ChangeStre
     return s
 
 
-def assert_exit_zero(codes: list[int]) -> None:
-    assert all(code == 0 for code in codes if code is not None and code >= 0), f"consumer exit codes {codes}"
 
 
 @pytest.mark.parametrize("pipeline", ["json", "avro"], indirect=True)
@@ -68,9 +69,11 @@ def test_consumer_sigkilled_several_times_mid_stream_converges(pipeline: Pipelin
     pipeline.wait_verified()
 
 
-def test_cassandra_down_for_30s_then_back_converges(pipeline: Pipeline):
+def test_cassandra_down_for_30s_then_back_converges(pipeline: Pipeline, kafka_bootstrap):
     consumer = pipeline.start_consumer()
     changes = stream(pipeline)
+    wait_until(lambda: (owned := partitions_owned(kafka_bootstrap, pipeline.group)) and all(owned), timeout=120,
+               what="the consumer to be up and own its partitions")  # an outage while it runs, not at its start
     wait_until(lambda: changes.written >= 2_000, timeout=60, what="2,000 changes written")
     stack("down", "cassandra")
     try:
@@ -106,14 +109,27 @@ def test_kafka_broker_restart_mid_stream_converges(pipeline: Pipeline):
     assert consumer.poll() is None, "consumer exited"
 
 
-def test_two_consumers_one_killed_rebalances_and_converges(pipeline: Pipeline):
+def test_two_consumers_one_killed_rebalances_and_converges(pipeline: Pipeline, kafka_bootstrap):
     first = pipeline.start_consumer()
     pipeline.start_consumer()
-    changes = stream(pipeline)
+    changes = stream(pipeline, rate=500)  # ~20 s: both consumers own partitions while it still flows
+    wait_until(lambda: len(owned := partitions_owned(kafka_bootstrap, pipeline.group)) == 2 and all(owned),
+               timeout=120, what="both consumers of the group to own partitions")
     wait_until(lambda: changes.written >= 3_000, timeout=60, what="3,000 changes written")
+    assert changes.is_alive(), "the stream ended before the kill: it would not be mid-stream"
     pipeline.kill(first)
+    total = sum(partitions_owned(kafka_bootstrap, pipeline.group))
+    wait_until(lambda: partitions_owned(kafka_bootstrap, pipeline.group) == [total], timeout=120,
+               what="the surviving consumer to own every partition")
     assert changes.wait() >= CHANGES
     pipeline.wait_verified()
+
+
+def partitions_owned(bootstrap: str, group: str) -> list[int]:
+    """How many partitions each member of the consumer group owns, as the group coordinator reports it."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    return [len(member.assignment.topic_partitions) for member in description.members]
 
 
 def test_offsets_rewound_by_thousands_replay_changes_nothing(pipeline: Pipeline, kafka_bootstrap, cassandra_session):
@@ -149,7 +165,7 @@ def _group_caught_up(bootstrap: str, p: Pipeline) -> bool:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": p.group})
     try:
         metadata = consumer.list_topics(timeout=10).topics
-        for topic in (t for t in metadata if t.startswith(f"{p.prefix}.public.")):
+        for topic in (t for t in metadata if re.match(p.topics_regex, t)):  # the group's topics, not the DLQ
             parts = [TopicPartition(topic, n) for n in metadata[topic].partitions]
             for tp in consumer.committed(parts, timeout=10):
                 _, high = consumer.get_watermark_offsets(tp, timeout=10)
@@ -174,21 +190,31 @@ def test_poison_records_land_in_the_dlq_exactly(pipeline: Pipeline, kafka_bootst
     assert changes.wait() >= CHANGES
     pipeline.wait_verified()
 
+    # Nothing more arrives: once the group has committed past every poison record (each is parked before
+    # its offset is committed), the DLQ's high watermarks count exactly the nine records.
+    wait_until(lambda: _group_caught_up(kafka_bootstrap, pipeline), timeout=120, what="the group to catch up")
+    dlq_topic = f"{topic}.dlq"
     dlq = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{pipeline.name}-dlq-reader",
-                    "auto.offset.reset": "earliest"})
-    dlq.subscribe([f"{topic}.dlq"])
-    received = []
-    deadline = time.monotonic() + 60
-    while len(received) < len(poison) * 3 and time.monotonic() < deadline:
-        message = dlq.poll(1)
-        if message is not None and message.error() is None:
-            received.append(message)
-    extra = dlq.poll(3)  # nothing more may follow
-    dlq.close()
-    assert len(received) == len(poison) * 3 and (extra is None or extra.error() is not None)
-    assert sorted(m.key() for m in received) == sorted(f"poison-{i}".encode() for i in range(9))
-    headers = dict(received[0].headers())
-    assert headers["cdc.original.topic"] == topic.encode() and "cdc.error" in headers
+                    "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(dlq_topic, p, OFFSET_BEGINNING)
+                      for p in dlq.list_topics(dlq_topic, timeout=10).topics[dlq_topic].partitions]
+        extents = [dlq.get_watermark_offsets(tp, timeout=10) for tp in partitions]
+        assert sum(high - low for low, high in extents) == len(poison) * 3, extents
+        dlq.assign(partitions)
+        received = []
+        deadline = time.monotonic() + 60
+        while len(received) < len(poison) * 3 and time.monotonic() < deadline:
+            message = dlq.poll(1)
+            if message is not None and message.error() is None:
+                received.append(message)
+    finally:
+        dlq.close()
+    sent = sorted((f"poison-{i}".encode(), value) for i, value in enumerate(poison * 3))
+    assert sorted((m.key(), m.value()) for m in received) == sent  # every record parked, byte for byte
+    for message in received:
+        headers = dict(message.headers())
+        assert headers["cdc.original.topic"] == topic.encode() and headers.get("cdc.error"), headers
 
 
 def test_slot_retains_wal_while_stopped_and_drains_after_resume(pipeline: Pipeline):

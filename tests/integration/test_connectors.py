@@ -221,6 +221,16 @@ def test_restart_and_status_of_a_running_connector(capture):
     restart = cdc("connector", "restart", capture.name, "--connect-url", capture.connect_url)
     assert restart.exit_code == 0 and "restart requested" in restart.output
 
+    def running() -> bool:
+        state = ConnectClient(capture.connect_url).status(capture.name)
+        return state.state == "RUNNING" and bool(state.tasks) and all(t.state == "RUNNING" for t in state.tasks)
+
+    wait_until(running, timeout=60, what="the connector and its tasks to be RUNNING again after the restart")
+    capture.execute("INSERT INTO trades (symbol, trade_id, price, qty, trade_time) "
+                    "VALUES ('BTCUSDT', 7, 1.5, 2.5, now())")  # and it streams again
+    read_values(capture, capture.topic("trades"),
+                lambda ps: any(p["after"] and p["after"]["trade_id"] == 7 for p in ps))
+
 
 def test_delete_asks_first_and_with_drop_slot_leaves_no_slot(capture):
     register_running(capture)

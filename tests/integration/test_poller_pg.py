@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from tests.support import wait_until
 pytestmark = pytest.mark.integration
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SYM001USDT")
+CYCLE_SUMMARY = re.compile(r"cycle (\d+): .*; weight ")
 
 
 def make_poller(sim: SimProcess, dsn: str, symbols=SYMBOLS, method: str = "copy", **config) -> Poller:
@@ -191,12 +193,31 @@ def test_cdc_poll_once_writes_and_logs_one_summary_line(sim, db):
 def test_sigterm_finishes_the_cycle_and_exits_0(sim, db):
     process = cdc("poll", "--symbols", ",".join(SYMBOLS), "--interval", "1s", "--base-url", sim.url,
                   "--pg-dsn", db)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if "cycle 2:" in line:
-            break
-    process.send_signal(signal.SIGTERM)
-    rest, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, "".join(lines) + rest
-    assert "SIGTERM received" in rest and "poller stopped after" in rest
+    lines: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            lines.append(line)
+
+    def cycles_done() -> int:
+        return max((int(m.group(1)) for m in map(CYCLE_SUMMARY.search, list(lines)) if m), default=0)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_until(cycles_done, timeout=30, what="the first cycle's summary")
+    sim.fault(delay_s=3, path="/api/v3/ticker/24hr")  # the next cycle's first request is held 3 s
+    wait_until(lambda: not sim_get(sim, "/__sim/faults")["faults"], timeout=30,
+               what="the next cycle's ticker request to reach the simulator")
+    sim.step(symbols=list(SYMBOLS))  # the held request answers with new tickers: rows only this cycle writes
+    cycle = cycles_done() + 1  # the cycle whose ticker request the simulator holds
+    process.send_signal(signal.SIGTERM)  # during the cycle: its ticker request is still being answered
+    process.wait(timeout=30)
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert process.returncode == 0, output
+    after = output[output.index("SIGTERM received"):]
+    assert f"stop requested: ending cycle {cycle} early" in after, output
+    summary = next(line for line in after.splitlines() if f"cycle {cycle}:" in line)
+    assert "ticker_24h +3 " in summary, output  # the cycle under way when SIGTERM came still wrote its rows
+    assert f"poller stopped after {cycle} cycle(s)" in after, output
+    assert rows(db, "SELECT count(*) FROM ticker_24h") == [(6,)]

@@ -4,7 +4,8 @@ The native-vs-Python comparison tests skip when an extension is missing; this te
 failure that says so, so a broken build never passes as green.
 """
 
-import importlib
+import importlib.machinery
+import importlib.util
 
 import pytest
 
@@ -13,7 +14,9 @@ from cdc_consumer import decoder, mapping
 
 @pytest.mark.parametrize("module", ["_avro_native", "_json_native", "_cql_native"])
 def test_extension_is_built(module):
-    assert importlib.import_module(f"cdc_consumer.{module}") is not None
+    spec = importlib.util.find_spec(f"cdc_consumer.{module}")  # None when no such module was built
+    assert spec is not None, f"cdc_consumer.{module} is not built (make venv)"
+    assert isinstance(spec.loader, importlib.machinery.ExtensionFileLoader), spec  # compiled C, not a stand-in
 
 
 def test_the_hot_path_uses_the_native_code_by_default():
