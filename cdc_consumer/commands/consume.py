@@ -186,16 +186,28 @@ def mapped_session(cassandra_hosts: str, cassandra_keyspace: str, mapping_file: 
     except (ServiceUnavailable, kafka_clients.KafkaUnavailable) as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        schemas = describe_tables(session, keyspace)
-        if not schemas:
-            raise StartupError(f"Cassandra keyspace {keyspace!r} has no tables (run `cdc init`)")
-        try:
-            mapping = compile_mapping(spec, schemas, session.prepare, keyspace)
-        except MappingError as exc:
-            raise StartupError(str(exc)) from exc
+        mapping = _compile_against_live_tables(session, keyspace, spec)
         yield session, keyspace, mapping, decode
     finally:
         cluster.shutdown()
+
+
+def _compile_against_live_tables(session: Any, keyspace: str, spec: Any) -> CompiledMapping:
+    """The mapping checked against the keyspace's tables, its statements prepared. A mapping that does not
+    fit exits 2; Cassandra failing meanwhile (e.g. shutting down) exits 1 naming it, without a traceback."""
+    try:
+        schemas = describe_tables(session, keyspace)
+        if not schemas:
+            raise StartupError(f"Cassandra keyspace {keyspace!r} has no tables (run `cdc init`)")
+        return compile_mapping(spec, schemas, session.prepare, keyspace)
+    except MappingError as exc:
+        raise StartupError(str(exc)) from exc
+    except StartupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a driver error before any record was read
+        error = cql_session.classify_cassandra_error(exc)
+        raise click.ClickException(f"cassandra: {error.message} (at start-up, reading the schema or "
+                                   "preparing statements)") from None
 
 
 def _tune_gc() -> None:

@@ -42,3 +42,32 @@ def test_help_lists_the_delivery_options():
                    "--progress-every", "--batch-size", "--max-in-flight", "--from-beginning", "--on-truncate",
                    "--dlq-topic"):
         assert option in result.output
+
+
+def test_cassandra_failing_while_statements_are_prepared_exits_1_naming_it_without_a_traceback():
+    """Cassandra shutting down between connect and prepare (seen in the e2e outage test) is a named exit 1,
+    not a driver traceback; a mapping that does not fit stays a usage error (exit 2)."""
+    import click
+    import pytest
+    from cassandra import OperationTimedOut
+    from cassandra.cluster import NoHostAvailable
+
+    from cdc_consumer.commands.consume import StartupError, _compile_against_live_tables
+    from cdc_consumer.mapping import load_mapping
+
+    class ShuttingDown:
+        def execute(self, *args, **kwargs):
+            raise NoHostAvailable("Unable to complete the operation against any hosts",
+                                  {"127.0.0.1:9042": OperationTimedOut("Server is shutting down")})
+
+    with pytest.raises(click.ClickException) as caught:
+        _compile_against_live_tables(ShuttingDown(), "market", load_mapping(None))
+    assert not isinstance(caught.value, StartupError) and caught.value.exit_code == 1
+    assert caught.value.message.startswith("cassandra: ") and "preparing statements" in caught.value.message
+
+    class NoTables:
+        def execute(self, *args, **kwargs):
+            return []
+
+    with pytest.raises(StartupError, match="has no tables"):
+        _compile_against_live_tables(NoTables(), "market", load_mapping(None))
