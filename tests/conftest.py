@@ -140,7 +140,10 @@ def cassandra_session(cassandra_cluster):
     try:
         yield session
     finally:
-        session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)  # slow under load (snapshot)
+        # Slow under load (snapshot); right after a test restarted Cassandra the driver may still hold a
+        # defunct connection for a moment, so the drop is retried like the create above.
+        wait_until(lambda: session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120) is not None,
+                   timeout=180, interval=1.0, what=f"Cassandra to drop keyspace {keyspace}")
         session.shutdown()
 
 
