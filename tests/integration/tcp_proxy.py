@@ -32,6 +32,10 @@ class TcpProxy:
         """Stop listening and reset every open connection (clients see the server vanish)."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            try:  # wakes the accept() blocked in _accept: close() alone leaves it accepting one more client
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             listener.close()
         with self._lock:
             sockets, self._sockets = self._sockets, set()
