@@ -75,7 +75,8 @@ def test_registry_unreachable_for_30s_mid_avro_stream_pauses_without_dlq_and_con
     assert dlq_records(kafka_bootstrap, pipeline) == 0
     assert consumer.poll() is None, "consumer exited"
     log = (pipeline.log_dir / "consumer-0.log").read_text()
-    paused = rf"paused \(registry_unavailable\): registry: RegistryUnavailable: \S+@\d+: schema registry {re.escape(proxied_url)} unreachable"
+    paused = (r"paused \(registry_unavailable\): registry: RegistryUnavailable: \S+@\d+: "
+              rf"schema registry {re.escape(proxied_url)} unreachable")
     assert re.search(paused, log), log[-3000:]
     # The held record was retried during the outage and waited again each time (backoff), never parked.
     assert len(re.findall(r"waits [\d.]+s \(attempt \d+\)", log)) >= 3, log[-3000:]
