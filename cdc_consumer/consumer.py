@@ -249,6 +249,8 @@ class ChangeConsumer:
         drained = self.dlq.flush(self.settings.drain_timeout) and drained
         self._release(self.dlq.poll(0))
         self._commit()
+        if self.settings.progress_every:
+            self._report_progress()  # the final figures, after the drain: what this process applied in all
         if not drained:
             log.error("stopping with unapplied records (Cassandra or the DLQ did not acknowledge in %.0fs); "
                       "they were not committed and will be consumed again", self.settings.drain_timeout)

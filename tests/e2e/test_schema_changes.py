@@ -131,7 +131,7 @@ def test_add_columns_opt_in_adds_the_cassandra_columns_and_a_restart_with_an_edi
     assert (types["vwap"], types["vwap_exact"], types["venue"]) == ("double", "decimal", "text")
 
     # stop, write while stopped, restart with an edited mapping (the columns now named explicitly)
-    assert pipeline.stop_consumers() == [0]
+    assert list(pipeline.stop_consumers().values()) == [0]
     insert_kline(pipeline.dsn, 3, Decimal("4"), vwap=Decimal("3.5"), venue="Z")
     columns = document["tables"]["public.klines"]["targets"][0]["columns"]
     columns.update({"vwap": {"from": "vwap", "convert": "double"}, "vwap_exact": {"from": "vwap", "convert": "decimal"},
