@@ -188,7 +188,7 @@ class ConnectClient:
         deadline = time.monotonic() + self.rebalance_wait
         while True:
             response = self._send(method, path, **kwargs)
-            if response.status_code != 409 or time.monotonic() >= deadline:
+            if not _rebalancing(response) or time.monotonic() >= deadline:
                 break
             time.sleep(0.5)  # rebalance in progress: Connect asks to retry
         if response.status_code in (401, 403):
@@ -244,3 +244,11 @@ def _reason(exc: requests.RequestException) -> str:
         return "no answer before the timeout"
     errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
     return errno.group(0).strip() if errno else f"{type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _rebalancing(response: requests.Response) -> bool:
+    """Connect's workers are rebalancing: a 409, or (for some task reads) a 500 saying a rebalance is
+    expected. Both are transient; the call is retried until the rebalance wait runs out."""
+    if response.status_code == 409:
+        return True
+    return response.status_code == 500 and "rebalance" in response.text.lower()

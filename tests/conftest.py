@@ -72,7 +72,9 @@ def pg_database(pg_dsn: str, settings: Settings):
         for (slot,) in admin.execute("SELECT slot_name FROM pg_replication_slots WHERE database = %s",
                                      (name,)).fetchall():
             admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # FORCE may meet a backend it may not signal for a moment (e.g. one still leaving): retried.
+        wait_until(lambda: admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)') is not None,
+                   timeout=60, interval=1.0, what=f"PostgreSQL to drop database {name}")
         admin.close()
 
 

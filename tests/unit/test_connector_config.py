@@ -273,3 +273,22 @@ def test_snapshot_rejects_table_names_that_are_not_schema_dot_identifier(table):
     result = CliRunner().invoke(main, ["snapshot", "--table", table, "--pg-dsn", "postgresql://127.0.0.1:9/x"])
     assert result.exit_code == 2
     assert repr(table) in result.output
+
+
+def test_connect_rebalance_answers_are_retried_and_other_errors_are_not():
+    """A 409, or a 500 whose body says a rebalance is expected (seen on GET /connectors/X/tasks), is Connect
+    asking to retry; any other 500 is an error at once."""
+    import requests
+
+    from connectors.connect_client import _rebalancing
+
+    def response(status: int, text: str) -> requests.Response:
+        r = requests.Response()
+        r.status_code, r._content = status, text.encode()
+        return r
+
+    assert _rebalancing(response(409, '{"message": "Cannot complete request momentarily due to stale config"}'))
+    assert _rebalancing(response(500, '{"error_code":500,"message":"Request cannot be completed because a '
+                                      'rebalance is expected"}'))
+    assert not _rebalancing(response(500, '{"error_code":500,"message":"NullPointerException"}'))
+    assert not _rebalancing(response(404, '{"message": "Connector x not found"}'))
