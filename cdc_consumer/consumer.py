@@ -228,7 +228,7 @@ class ChangeConsumer:
                 self._clear_pause("cassandra_unavailable")
         for record, error in self.sink.rejected():
             self._to_dlq(record, record.message, error)
-        if self._held and time.monotonic() >= self._hold_until:
+        if "registry_unavailable" in self.pauses and time.monotonic() >= self._hold_until:
             self._retry_held()
         self._release(self.dlq.poll(0))
         self.dlq.raise_if_failed()
@@ -299,6 +299,7 @@ class ChangeConsumer:
             return
         if self._hold_attempts:
             self._hold_attempts = 0  # the registry answers again
+            self._clear_pause("registry_unavailable")
         skip = self._skip_reason(event)
         if skip == "truncate" and self.settings.on_truncate == "dlq":
             self._to_dlq(record, message, PermanentRecordError(f"TRUNCATE of {event.table} (--on-truncate dlq)",
@@ -463,12 +464,18 @@ class ChangeConsumer:
             return
         self.metrics.paused.labels(reason).set(0)
         log.info("%s cleared after %.1fs", reason, time.time() - pause.since)
-        if self.paused and not any(r != "kafka_unavailable" for r in self.pauses):
+        self._resume_unless_waiting()
+        self._publish_pauses()
+
+    def _resume_unless_waiting(self, also_ignoring: str | None = None) -> None:
+        """Resume the partitions unless a reason that needs them paused remains (Kafka's own outage does
+        not: the client reconnects by itself)."""
+        ignored = ("kafka_unavailable", also_ignoring)
+        if self.paused and not any(r not in ignored for r in self.pauses):
             if self._consumer is not None:
                 self._consumer.resume(self._consumer.assignment())
             self.paused = False
             log.info("resumed consumption")
-        self._publish_pauses()
 
     @property
     def _pause_warning_every(self) -> float:
@@ -505,8 +512,18 @@ class ChangeConsumer:
                     self._hold_attempts, error.describe())
 
     def _retry_held(self) -> None:
+        """The backoff has passed: consume the held records again. The pause reason stays until one of them
+        decodes (so the gauge and `cdc status` do not flap during an outage); a failure holds it again with
+        a longer wait. If a rebalance took the held partitions away, nothing waits any more: the pause ends
+        (without this, a rebalance during an outage left the consumer paused for good)."""
+        if not self._held:
+            self._hold_attempts = 0
+            self._clear_pause("registry_unavailable")
+            return
         self._held.clear()
-        self._clear_pause("registry_unavailable")
+        # Nothing held when this passes (the retried record decoded, or its partition was revoked): clear.
+        self._hold_until = time.monotonic() + self.settings.retry_max
+        self._resume_unless_waiting(also_ignoring="registry_unavailable")
 
     def _consumer_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
