@@ -30,7 +30,8 @@ from decimal import Decimal
 from cdc_consumer.alertmanager import AlertmanagerClient, AlertmanagerUnavailable, epoch_ms
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.decoder import Decoder
-from cdc_consumer.events import DecodeError, Op
+from cdc_consumer.errors import DecodeError
+from cdc_consumer.events import Op
 from cdc_consumer.price_alerts import ALERT_NAME, SOURCE_LABEL, AlertUpdate, PriceMoveEngine
 
 log = logging.getLogger(__name__)

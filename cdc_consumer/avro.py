@@ -33,8 +33,6 @@ from cdc_consumer.debezium import (
     ChangeDecoder,
     Converter,
     EnvelopeCodec,
-    InvalidValue,
-    SchemaError,
     StructConverter,
     Wire,
     array_converter,
@@ -45,33 +43,15 @@ from cdc_consumer.debezium import (
     placeholder_form,
 )
 from cdc_consumer.decoder import MAX_SCHEMA_DEPTH, Decoder, native_event_types
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
+from cdc_consumer.errors import DecodeError, InvalidAvro, InvalidValue, SchemaError, SchemaRef, WireFormatError
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent
 
 try:
     from cdc_consumer import _avro_native
 except ImportError:  # the C extension was not built: fastavro reads every record
     _avro_native = None
 
-__all__ = ["AvroDecoder", "ConfluentWireFormat", "InvalidAvro", "RegistryUnavailable", "SchemaRef",
-           "SchemaSource", "UnknownSchemaId", "WireFormatError", "compile_avro_schema"]
-
-SchemaRef = int | uuid.UUID  # a schema id (magic 0) or GUID (magic 1)
-
-
-class WireFormatError(DecodeError):
-    """The bytes are not in Confluent's wire format (wrong magic byte, too short)."""
-
-
-class InvalidAvro(DecodeError):
-    """The Avro body does not match the schema its header names."""
-
-
-class UnknownSchemaId(DecodeError):
-    """The schema registry (or schemas file) has no schema with this id or GUID."""
-
-
-class RegistryUnavailable(DecodeError):
-    """The schema registry could not be asked (connection refused, timeout, HTTP 5xx, bad answer)."""
+__all__ = ["AvroDecoder", "ConfluentWireFormat", "SchemaSource", "compile_avro_schema"]
 
 
 class SchemaSource(Protocol):

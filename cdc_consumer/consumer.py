@@ -44,13 +44,23 @@ from confluent_kafka import (
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.dlq import DeadLetterQueue
-from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay
-from cdc_consumer.events import ChangeEvent, DecodeError, Op
+from cdc_consumer.errors import (
+    ClassifiedError,
+    DecodeError,
+    FatalError,
+    PermanentRecordError,
+    RegistryError,
+    SinkBackpressure,
+    TransientError,
+    UnmappableRecord,
+    backoff_delay,
+)
+from cdc_consumer.events import ChangeEvent, Op
 from cdc_consumer.evolution import SchemaEvolution
-from cdc_consumer.mapping import CompiledMapping, UnmappableRecord
+from cdc_consumer.mapping import CompiledMapping
 from cdc_consumer.metrics import ConsumerMetrics
 from cdc_consumer.pause_state import Pause, PauseStateFile
-from cdc_consumer.sink import CassandraSink, SinkBackpressure
+from cdc_consumer.sink import CassandraSink
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +369,7 @@ class ChangeConsumer:
         record.done = True
         self._advance(record)
 
-    def _to_dlq(self, record: Record, message, error: CdcError, error_type: str | None = None) -> None:
+    def _to_dlq(self, record: Record, message, error: ClassifiedError, error_type: str | None = None) -> None:
         """Park one record; `error_type` (cdc.error.type) defaults to the underlying error's class."""
         error_type = error_type or error.error_class
         record.table = None  # parked, not applied (a write Cassandra rejected had set it)
@@ -572,10 +582,10 @@ class ChangeConsumer:
                         "lag": self.lag, "paused": bool(self.pauses), "paused_reasons": sorted(self.pauses)})
 
 
-def _classify_decode_error(exc: DecodeError) -> CdcError:
+def _classify_decode_error(exc: DecodeError) -> ClassifiedError:
     """Decoder edge: every decode error is permanent for its record, except the registry's own failures,
     which its edge classifies (unreachable/5xx transient, unknown id permanent)."""
-    if type(exc).__name__ in ("RegistryUnavailable", "UnknownSchemaId"):
+    if isinstance(exc, RegistryError):
         from cdc_consumer.schema_registry import classify_registry_error  # only Avro streams get here
 
         return classify_registry_error(exc)

@@ -15,14 +15,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from cdc_consumer.errors import ConversionError
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 _US = timedelta(microseconds=1)
 _INT_RANGES = {"smallint": 16, "int": 32, "bigint": 64}
-
-
-class ConversionError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from cassandra.policies import ConstantReconnectionPolicy, DCAwareRoundRobinPoli
 from cassandra.protocol import SyntaxException
 
 from cdc_consumer.config import CassandraSettings
-from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, describe_exception
+from cdc_consumer.errors import ClassifiedError, FatalError, PermanentRecordError, TransientError, describe_exception
 from cdc_consumer.pg import ServiceUnavailable
 from cdc_consumer.secrets import redact
 
@@ -126,10 +126,10 @@ _SCHEMA_DRIFT = ("undefined column name", "unconfigured table", "unknown identif
                  "unknown column")
 
 
-def classify_cassandra_error(exc: BaseException) -> CdcError:
+def classify_cassandra_error(exc: BaseException) -> ClassifiedError:
     """Transient (wait, pause, resume), permanent for the record (DLQ) or fatal (exit) for a driver error,
     or for an error raised while binding a value (a value the column type cannot hold)."""
-    if isinstance(exc, CdcError):
+    if isinstance(exc, ClassifiedError):
         return exc
     name = "struct.error" if isinstance(exc, struct.error) else type(exc).__name__
     message = f"{name}: {exc}"[:300] if isinstance(exc, struct.error) else describe_exception(exc)

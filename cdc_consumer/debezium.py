@@ -36,14 +36,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from cdc_consumer.events import (
-    UNAVAILABLE,
-    ChangeEvent,
-    DecodeError,
-    Op,
-    Snapshot,
-    Source,
-)
+from cdc_consumer.errors import DecodeError, InexactNumber, InvalidValue, SchemaError
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, Snapshot, Source
 
 Converter = Callable[[Any], Any]
 
@@ -51,27 +45,11 @@ DECIMAL = "org.apache.kafka.connect.data.Decimal"
 VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
 
 
-class SchemaError(DecodeError):
-    """The record's schema cannot be used (e.g. a Decimal without a scale)."""
-
-
-class InvalidValue(DecodeError):
-    """A value does not match its schema (bad base64, out-of-range timestamp, missing field, ...)."""
-
-
 class Wire(enum.Enum):
     """How a converter sees bytes and special doubles: JSON sends base64 text and "NaN"; Avro raw values."""
 
     JSON = "json"
     AVRO = "avro"
-
-
-class InexactNumber(Exception):
-    """A JSON number arrived as a binary float where an exact decimal is needed (decimal.format=NUMERIC).
-
-    Not a ValueError on purpose: struct decoders let it through so the JSON decoder can re-parse the
-    record with exact numbers.
-    """
 
 
 # ---------------------------------------------------------------------------------------- values

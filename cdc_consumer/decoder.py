@@ -40,9 +40,6 @@ from cdc_consumer.debezium import (
     ChangeDecoder,
     Converter,
     EnvelopeCodec,
-    InexactNumber,
-    InvalidValue,
-    SchemaError,
     StructConverter,
     Wire,
     _json_double,
@@ -56,22 +53,19 @@ from cdc_consumer.debezium import (
     map_converter,
     placeholder_form,
 )
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError, Source
+from cdc_consumer.errors import DecodeError, InexactNumber, InvalidJson, InvalidValue, SchemaError
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Source
 
 try:
     from cdc_consumer import _json_native
 except ImportError:  # the C extension was not built: the Python converters decode every record
     _json_native = None
 
-__all__ = ["ChangeDecoder", "Decoder", "InvalidJson", "InvalidValue", "SchemaError", "compile_connect_schema"]
+__all__ = ["Decoder", "compile_connect_schema"]
 
 _SCHEMA_PREFIX = b'{"schema":'
 _PAYLOAD_SEPARATOR = b',"payload":'
 PK_CHANGE_HEADERS = {"__debezium.newkey": "newkey", "__debezium.oldkey": "oldkey"}
-
-
-class InvalidJson(DecodeError):
-    """The key, value or a header is not valid JSON."""
 
 
 # Containers nested deeper than this are refused (SchemaError): Debezium's envelopes nest three or four deep,

@@ -6,7 +6,7 @@ The original key, value and headers are kept byte for byte; these headers are ad
 class, e.g. InvalidRequest), `cdc.error.reason` (a short tag, e.g. invalid_value),
 `cdc.original.topic`, `cdc.original.partition`, `cdc.original.offset`, and `cdc.dlq.attempt` (1 when
 first parked; `cdc dlq replay` re-parks a record that still fails with attempt + 1). Messages are
-redacted (`errors.redact`): no credential reaches a header. A replayed record's older error headers are
+redacted (`secrets.mask_text`): no credential reaches a header. A replayed record's older error headers are
 replaced, not repeated.
 
 A record's token is released only once the broker acknowledged its DLQ copy (acks=all, idempotent
@@ -30,7 +30,8 @@ from confluent_kafka.admin import NewTopic
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
-from cdc_consumer.errors import CdcError, FatalError, TransientError, backoff_delay, redact
+from cdc_consumer.errors import ClassifiedError, FatalError, TransientError, backoff_delay
+from cdc_consumer.secrets import mask_text
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +48,9 @@ _FATAL_CODES = frozenset(getattr(KafkaError, name) for name in (
 ) if hasattr(KafkaError, name))
 
 
-def classify_kafka_error(error: KafkaError, topic: str = "") -> CdcError:
+def classify_kafka_error(error: KafkaError, topic: str = "") -> ClassifiedError:
     """Kafka edge: a delivery (or consumer) error -> TransientError (retry) or FatalError (stop)."""
-    message = redact(f"{error.name()}: {error.str()}")
+    message = mask_text(f"{error.name()}: {error.str()}")
     if error.fatal() or error.code() in _FATAL_CODES:
         return FatalError(f"DLQ topic {topic} not writable: {message}" if topic else message, edge="kafka",
                           reason="kafka_fatal", error_class=error.name())
@@ -59,7 +60,7 @@ def classify_kafka_error(error: KafkaError, topic: str = "") -> CdcError:
 def error_headers(*, topic: str, partition: int, offset: int, error_type: str, reason: str, edge: str,
                   error_class: str, reason_tag: str, attempt: int) -> list[tuple[str, bytes]]:
     return [
-        ("cdc.error", redact(reason).encode("utf-8", "replace")),
+        ("cdc.error", mask_text(reason).encode("utf-8", "replace")),
         ("cdc.error.type", error_type.encode()),
         ("cdc.error.edge", edge.encode()),
         ("cdc.error.class", error_class.encode()),

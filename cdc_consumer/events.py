@@ -101,18 +101,3 @@ class ChangeEvent:
             return None
         return f"{self.source.schema}.{self.source.table}" if self.source.schema else self.source.table
 
-
-class DecodeError(Exception):
-    """A record that cannot be decoded. Carries where it came from; the consumer decides DLQ."""
-
-    def __init__(self, reason: str, *, topic: str | None = None, partition: int | None = None,
-                 offset: int | None = None) -> None:
-        self.reason = reason
-        self.topic = topic
-        self.partition = partition
-        self.offset = offset
-        super().__init__(self.__str__())
-
-    def __str__(self) -> str:
-        where = f"{self.topic}[{self.partition}]@{self.offset}" if self.topic is not None else "record"
-        return f"{where}: {self.reason}"

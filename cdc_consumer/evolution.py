@@ -26,10 +26,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from cdc_consumer.errors import FatalError, describe_exception
+from cdc_consumer.errors import FatalError, MappingError, describe_exception
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
-from cdc_consumer.mapping import ColumnSpec, CompiledMapping, MappingError, compile_mapping, describe_tables
+from cdc_consumer.mapping import ColumnSpec, CompiledMapping, compile_mapping, describe_tables
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,9 @@ from typing import Any
 import yaml
 from cassandra.query import UNSET_VALUE
 
-from cdc_consumer.conversions import (
-    CONVERSIONS,
-    DEFAULT_FOR_CQL_TYPE,
-    Conversion,
-    ConversionError,
-    to_epoch_us,
-)
+from cdc_consumer.conversions import CONVERSIONS, DEFAULT_FOR_CQL_TYPE, Conversion, to_epoch_us
 from cdc_consumer.cql_values import StatementBinder
+from cdc_consumer.errors import ConversionError, MappingError, UnmappableRecord
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 
@@ -43,14 +38,6 @@ _TOP_LEVEL_KEYS = {"version", "skip_tables", "tables", "anchors"}
 _TABLE_KEYS = {"topics", "targets"}
 _TARGET_KEYS = {"table", "columns", "on_delete", "nulls_on_create", "snapshot_version_from", "schema_evolution"}
 SCHEMA_EVOLUTION = ("none", "add_columns")  # add_columns: new source columns become Cassandra columns
-
-
-class MappingError(ValueError):
-    """The mapping file or its fit with the Cassandra schema is wrong (start-up error, exit 2)."""
-
-
-class UnmappableRecord(Exception):
-    """One record cannot be turned into Cassandra rows; it goes to the DLQ with this reason."""
 
 
 # ---------------------------------------------------------------------------------------- specs

@@ -6,7 +6,7 @@ removed when the consumer stops. `cdc status` reads the files of its group that 
 `STALE_AFTER_S`; an older file belongs to a consumer that died without cleaning up and is ignored.
 The same facts are on `/metrics` as `cdc_consumer_paused{reason}`; the file is what a status check on
 the same machine can read without knowing the metrics port. Nothing secret is written: reasons are
-tags and messages go through `errors.redact`.
+tags and messages go through `secrets.mask_text`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from cdc_consumer.errors import redact
+from cdc_consumer.secrets import mask_text
 
 STALE_AFTER_S = 60.0
 
@@ -56,7 +56,7 @@ class PauseStateFile:
 
     def write(self, pauses: list[Pause]) -> None:
         state = ConsumerState(self.group, os.getpid(), time.time(),
-                              [Pause(p.reason, p.since, redact(p.message)[:300]) for p in pauses])
+                              [Pause(p.reason, p.since, mask_text(p.message)[:300]) for p in pauses])
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             temporary = self.path.with_suffix(".tmp")

@@ -16,10 +16,16 @@ from typing import Any
 
 import requests
 
-from cdc_consumer.avro import RegistryUnavailable, SchemaRef, UnknownSchemaId
 from cdc_consumer.config import HttpAuth
-from cdc_consumer.debezium import SchemaError
-from cdc_consumer.errors import CdcError, PermanentRecordError, TransientError
+from cdc_consumer.errors import (
+    ClassifiedError,
+    PermanentRecordError,
+    RegistryUnavailable,
+    SchemaError,
+    SchemaRef,
+    TransientError,
+    UnknownSchemaId,
+)
 from cdc_consumer.secrets import mask_text, mask_url, redact, split_url_credentials
 
 
@@ -110,7 +116,7 @@ class SchemaFile:
         return self._schemas[ref]
 
 
-def classify_registry_error(exc: Exception) -> CdcError:
+def classify_registry_error(exc: Exception) -> ClassifiedError:
     """Registry edge: unreachable or 5xx -> transient (pause, retry the record, no DLQ); an id it does
     not know (404) -> permanent for that record (DLQ)."""
     if isinstance(exc, UnknownSchemaId):

@@ -9,7 +9,8 @@ carry a credential goes through these helpers, so the rule is the same on every 
 - in a URL, the user-info password and the values of secret query parameters are masked; a URL's
   credentials can also be split off to be used as basic auth;
 - in a DSN (key=value or URL form), every secret key's value is masked;
-- free text has every `scheme://user:password@` masked, and known secret values replaced (`redact`).
+- free text has every `scheme://user:password@` and `secret_key=value` masked (`mask_text`), and known
+  secret values replaced (`redact`).
 A value is never printed; at most the fact that it is set (or changed).
 """
 
@@ -29,6 +30,8 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE)
 # scheme://user:password@ anywhere in a text (the password stops at @, / or whitespace)
 _URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^@/\s]*@")
+# key=value anywhere in a text (a DSN, a query string, a client's error message); masked when the key is secret
+_ASSIGNMENT = re.compile(r"(?<![\w.-])([\w.-]+)=([^&\s;,'\"]+)")
 
 
 def is_secret(key: str) -> bool:
@@ -74,8 +77,9 @@ def mask_url(url: str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Free text with every `scheme://user:password@` credential masked."""
-    return _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    """Free text with every `scheme://user:password@` credential and every `secret_key=value` masked."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group(1)}{MASK}@", text)
+    return _ASSIGNMENT.sub(lambda m: f"{m.group(1)}={MASK}" if is_secret(m.group(1)) else m.group(0), text)
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:

@@ -38,20 +38,11 @@ from typing import Any
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
 from cdc_consumer.cql_session import classify_cassandra_error
-from cdc_consumer.errors import FatalError, PermanentRecordError, TransientError, backoff_delay
+from cdc_consumer.errors import FatalError, PermanentRecordError, SinkBackpressure, TransientError, backoff_delay
 from cdc_consumer.mapping import Write
 from cdc_consumer.metrics import ConsumerMetrics
 
 log = logging.getLogger(__name__)
-
-
-class SinkBackpressure(TransientError):
-    """Cassandra writes are failing transiently; pause consumption, they are retried after `retry_after` s."""
-
-    def __init__(self, retry_after: float, cause: TransientError) -> None:
-        super().__init__(f"Cassandra writes failing ({cause.error_class}: {cause.message}); retrying in "
-                         f"{retry_after:.1f}s", edge="cassandra", reason=cause.reason, error_class=cause.error_class)
-        self.retry_after = retry_after
 
 
 @dataclass(eq=False)

@@ -28,7 +28,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from cdc_consumer.conversions import to_timestamp_ms
-from cdc_consumer.mapping import CompiledMapping, TargetWriter, UnmappableRecord
+from cdc_consumer.errors import UnmappableRecord
+from cdc_consumer.mapping import CompiledMapping, TargetWriter
 
 PAGE_SIZE = 5000
 

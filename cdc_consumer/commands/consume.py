@@ -34,16 +34,10 @@ from cdc_consumer.consumer import (
     ConsumerSettings,
 )
 from cdc_consumer.dlq import DEFAULT_TOPIC_TEMPLATE, DeadLetterQueue, dlq_topic
-from cdc_consumer.errors import FatalError
+from cdc_consumer.errors import FatalError, MappingError
 from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
-from cdc_consumer.mapping import (
-    CompiledMapping,
-    MappingError,
-    compile_mapping,
-    describe_tables,
-    load_mapping,
-)
+from cdc_consumer.mapping import CompiledMapping, compile_mapping, describe_tables, load_mapping
 from cdc_consumer.metrics import ConsumerMetrics
 from cdc_consumer.pause_state import PauseStateFile
 from cdc_consumer.pg import ServiceUnavailable

@@ -20,7 +20,7 @@ import orjson
 
 from cdc_consumer.commands.options import kafka_option, registry_client, registry_option
 from cdc_consumer.config import KafkaSettings
-from cdc_consumer.events import DecodeError
+from cdc_consumer.errors import DecodeError
 from cdc_consumer.render import event_to_json, to_jsonable
 
 

@@ -14,8 +14,9 @@ from rich.table import Table
 from cdc_consumer import cql_session, pg
 from cdc_consumer import verify as verifier
 from cdc_consumer.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
+from cdc_consumer.errors import MappingError
 from cdc_consumer.identifiers import validate_identifier
-from cdc_consumer.mapping import MappingError, compile_mapping, describe_tables, load_mapping
+from cdc_consumer.mapping import compile_mapping, describe_tables, load_mapping
 
 
 def _since(value: str | None) -> dt.datetime | None:

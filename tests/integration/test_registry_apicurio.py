@@ -14,7 +14,8 @@ import fastavro
 import pytest
 import requests
 
-from cdc_consumer.avro import AvroDecoder, UnknownSchemaId
+from cdc_consumer.avro import AvroDecoder
+from cdc_consumer.errors import UnknownSchemaId
 from cdc_consumer.schema_registry import RegistryClient
 from tests.support import unique_name
 

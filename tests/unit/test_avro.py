@@ -12,17 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc_consumer import avro
-from cdc_consumer.avro import (
-    AvroDecoder,
-    ConfluentWireFormat,
-    InvalidAvro,
-    UnknownSchemaId,
-    WireFormatError,
-    compile_avro_schema,
-)
-from cdc_consumer.debezium import SchemaError
+from cdc_consumer.avro import AvroDecoder, ConfluentWireFormat, compile_avro_schema
 from cdc_consumer.decoder import Decoder
-from cdc_consumer.events import UNAVAILABLE, DecodeError, Op
+from cdc_consumer.errors import DecodeError, InvalidAvro, SchemaError, UnknownSchemaId, WireFormatError
+from cdc_consumer.events import UNAVAILABLE, Op
 from cdc_consumer.schema_registry import SchemaFile
 from tests.unit.debezium_records import (
     AVRO,

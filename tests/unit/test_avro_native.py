@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from bench.bench_decoder import avro_records, json_records
 from cdc_consumer import avro
-from cdc_consumer.avro import AvroDecoder, InvalidAvro, without_logical_types
-from cdc_consumer.events import UNAVAILABLE, DecodeError, Op
+from cdc_consumer.avro import AvroDecoder, without_logical_types
+from cdc_consumer.errors import DecodeError, InvalidAvro
+from cdc_consumer.events import UNAVAILABLE, Op
 from cdc_consumer.schema_registry import SchemaFile
 from tests.unit.debezium_records import AVRO, avro_bytes, avro_schemas_path, minimal_twos_complement, records
 

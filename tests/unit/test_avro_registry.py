@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cdc_consumer.avro import AvroDecoder, RegistryUnavailable, UnknownSchemaId
+from cdc_consumer.avro import AvroDecoder
+from cdc_consumer.errors import RegistryUnavailable, UnknownSchemaId
 from cdc_consumer.render import event_to_json
 from cdc_consumer.schema_registry import RegistryClient, SchemaFile
 from tests.unit.debezium_records import AVRO, avro_bytes, avro_schemas_path, records

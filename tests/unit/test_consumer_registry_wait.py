@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from confluent_kafka import TopicPartition
 
-from cdc_consumer.avro import RegistryUnavailable
 from cdc_consumer.consumer import ChangeConsumer, ConsumerSettings
+from cdc_consumer.errors import RegistryUnavailable
 from cdc_consumer.events import ChangeEvent, Op
 
 REASON = "registry_unavailable"

@@ -21,17 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cdc_consumer import cql_values, mapping
-from cdc_consumer.conversions import CONVERSIONS, Conversion, ConversionError
+from cdc_consumer.conversions import CONVERSIONS, Conversion
 from cdc_consumer.cql_values import StatementBinder
+from cdc_consumer.errors import ConversionError, UnmappableRecord
 from cdc_consumer.events import UNAVAILABLE
-from cdc_consumer.mapping import (
-    CompiledColumn,
-    TargetWriter,
-    UnmappableRecord,
-    Write,
-    compile_mapping,
-    load_mapping,
-)
+from cdc_consumer.mapping import CompiledColumn, TargetWriter, Write, compile_mapping, load_mapping
 from tests.unit.cql_tables import cql_table_schemas
 
 native = pytest.importorskip("cdc_consumer._cql_native")

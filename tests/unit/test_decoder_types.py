@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc_consumer.debezium import InvalidValue, SchemaError
-from cdc_consumer.decoder import Decoder, InvalidJson, compile_connect_schema
-from cdc_consumer.events import DecodeError
+from cdc_consumer.decoder import Decoder, compile_connect_schema
+from cdc_consumer.errors import DecodeError, InvalidJson, InvalidValue, SchemaError
 from tests.unit.debezium_records import (
     PRECISE,
     compact,

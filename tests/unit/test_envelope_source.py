@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cdc_consumer.decoder import Decoder
-from cdc_consumer.events import DecodeError
+from cdc_consumer.errors import DecodeError
 from tests.unit.debezium_records import compact
 
 TIMESTAMP = "org.apache.kafka.connect.data.Timestamp"

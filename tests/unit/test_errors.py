@@ -20,11 +20,18 @@ from cassandra.connection import ConnectionShutdown
 from cassandra.protocol import OverloadedErrorMessage
 from confluent_kafka import KafkaError
 
-from cdc_consumer.avro import RegistryUnavailable, UnknownSchemaId
 from cdc_consumer.cql_session import classify_cassandra_error
 from cdc_consumer.dlq import classify_kafka_error
-from cdc_consumer.errors import FatalError, PermanentRecordError, TransientError, backoff_delay, redact
+from cdc_consumer.errors import (
+    FatalError,
+    PermanentRecordError,
+    RegistryUnavailable,
+    TransientError,
+    UnknownSchemaId,
+    backoff_delay,
+)
 from cdc_consumer.schema_registry import classify_registry_error
+from cdc_consumer.secrets import MASK, mask_text
 
 
 def _struct_error() -> struct.error:
@@ -95,5 +102,6 @@ def test_credentials_never_survive_into_messages():
     error = TransientError("GET http://admin:hunter2@registry:8081/schemas/ids/1 failed; password=hunter2",
                            edge="registry", reason="registry_unavailable")
     assert "hunter2" not in error.message and "hunter2" not in error.describe()
-    assert redact("postgresql://cdc:pw@db/cdc") == "postgresql://***@db/cdc"
-    assert redact("price 1.5 at host:9042") == "price 1.5 at host:9042"
+    assert mask_text("postgresql://cdc:pw@db/cdc") == f"postgresql://cdc:{MASK}@db/cdc"
+    assert mask_text("dsn host=db sslpassword=pw2 port=5432") == f"dsn host=db sslpassword={MASK} port=5432"
+    assert mask_text("price 1.5 at host:9042 key=value") == "price 1.5 at host:9042 key=value"

@@ -22,12 +22,11 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from cdc_consumer.avro import AvroDecoder, InvalidAvro, without_logical_types
+from cdc_consumer.avro import AvroDecoder, without_logical_types
 from cdc_consumer.cli import main
-from cdc_consumer.debezium import InvalidValue, SchemaError
-from cdc_consumer.decoder import Decoder, InvalidJson
-from cdc_consumer.events import DecodeError
-from cdc_consumer.mapping import MappingError, load_mapping
+from cdc_consumer.decoder import Decoder
+from cdc_consumer.errors import DecodeError, InvalidAvro, InvalidJson, InvalidValue, MappingError, SchemaError
+from cdc_consumer.mapping import load_mapping
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
 VSD = "io.debezium.data.VariableScaleDecimal"

@@ -8,16 +8,9 @@ from decimal import Decimal
 import pytest
 from cassandra.query import UNSET_VALUE
 
+from cdc_consumer.errors import MappingError, UnmappableRecord
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, Source
-from cdc_consumer.mapping import (
-    MappingError,
-    TableSchema,
-    UnmappableRecord,
-    compile_mapping,
-    load_mapping,
-    parse_mapping,
-    statements_for,
-)
+from cdc_consumer.mapping import TableSchema, compile_mapping, load_mapping, parse_mapping, statements_for
 from tests.unit.cql_tables import cql_table_schemas
 
 TS_US = 1_790_000_000_123_456  # a source commit time

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from cdc_consumer.conversions import CONVERSIONS, ConversionError
+from cdc_consumer.conversions import CONVERSIONS
+from cdc_consumer.errors import ConversionError
 
 
 def convert(name, *values):

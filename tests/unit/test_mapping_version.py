@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from cdc_consumer.errors import UnmappableRecord
 from cdc_consumer.events import Op
-from cdc_consumer.mapping import UnmappableRecord, compile_mapping, load_mapping, parse_mapping
+from cdc_consumer.mapping import compile_mapping, load_mapping, parse_mapping
 from tests.unit.cql_tables import cql_table_schemas
 from tests.unit.test_mapping import TICKER, by_table, event
 

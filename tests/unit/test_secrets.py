@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from cdc_consumer import pg
-from cdc_consumer.avro import RegistryUnavailable
 from cdc_consumer.cli import main
 from cdc_consumer.config import PostgresSettings
+from cdc_consumer.errors import RegistryUnavailable
 from cdc_consumer.schema_registry import RegistryClient
 from cdc_consumer.secrets import MASK, is_secret, mask_deep, mask_dsn, mask_text, mask_url
 from connectors import config as connector_config

@@ -179,7 +179,7 @@ def guarded_registry():
 
 
 def test_registry_basic_auth_from_the_url_or_the_environment(guarded_registry):
-    from cdc_consumer.avro import RegistryUnavailable
+    from cdc_consumer.errors import RegistryUnavailable
     from cdc_consumer.schema_registry import RegistryClient
 
     assert RegistryClient(f"http://reg-user:reg-pass-1@{guarded_registry}").schema(1) == "string"
