@@ -30,9 +30,8 @@ import fastavro
 
 from cdc_consumer.debezium import (
     DECIMAL,
-    ChangeDecoder,
+    MAX_SCHEMA_DEPTH,
     Converter,
-    EnvelopeCodec,
     StructConverter,
     Wire,
     array_converter,
@@ -42,7 +41,8 @@ from cdc_consumer.debezium import (
     map_converter,
     placeholder_form,
 )
-from cdc_consumer.decoder import MAX_SCHEMA_DEPTH, Decoder, native_event_types
+from cdc_consumer.decoder import Decoder
+from cdc_consumer.envelope import EnvelopeCodec, at_record, header_map, native_event_types, tombstone_event
 from cdc_consumer.errors import DecodeError, InvalidAvro, InvalidValue, SchemaError, SchemaRef, WireFormatError
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent
 
@@ -127,7 +127,7 @@ class _AvroCompiler:
         self._depth = 0
 
     def compile(self, schema: Any, namespace: str, what: str) -> _Node:
-        """One schema node; containers nested deeper than decoder.MAX_SCHEMA_DEPTH are a SchemaError."""
+        """One schema node; containers nested deeper than debezium.MAX_SCHEMA_DEPTH are a SchemaError."""
         if self._depth >= MAX_SCHEMA_DEPTH:
             raise SchemaError(f"{what}: nested more than {MAX_SCHEMA_DEPTH} levels deep")
         self._depth += 1
@@ -394,7 +394,7 @@ def _read_native(read: Callable, *args: Any) -> Any:
         return _CONVERT_IN_PYTHON
 
 
-class AvroDecoder(ChangeDecoder):
+class AvroDecoder:
     """Decodes Debezium records in Confluent Avro wire format. Schemas are fetched once per id and compiled."""
 
     _HEADER = 5  # magic byte 0 + schema id: the framing of nearly every record
@@ -412,17 +412,28 @@ class AvroDecoder(ChangeDecoder):
         self._native = native and _avro_native is not None
         self._compiled: dict[SchemaRef, _CompiledAvro] = {}
         self._by_header: dict[bytes, _CompiledAvro] = {}  # b"\x00" + schema id -> its compiled schema
-        self._headers = Decoder(unavailable_placeholder=unavailable_placeholder)  # headers stay JSON
+        # Connect writes the primary-key-change headers with its JSON header converter, Avro values or not
+        self._headers = Decoder(unavailable_placeholder=unavailable_placeholder)
 
     @property
     def native(self) -> bool:
         """Whether the C extension reads this decoder's records."""
         return self._native
 
-    def _value_event(self, value: bytes, *, topic: str, key: dict[str, Any] | None,
-                     headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent:
-        compiled, start = self._framed(value)
-        return compiled.value_event(value, start, topic, key, headers, partition, offset)
+    def decode(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None,
+               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
+        """One Kafka record -> its event. headers: confluent-kafka's [(name, bytes)] or a mapping. Raises a
+        DecodeError subclass that names the record (topic, partition, offset) and the reason; never anything
+        else for bad input (RegistryError when its schema cannot be had)."""
+        try:
+            header_dict = header_map(headers)
+            key_dict = self.decode_key(key)
+            if value is None:
+                return tombstone_event(topic, key_dict, header_dict, partition, offset)
+            compiled, start = self._framed(value)
+            return compiled.value_event(value, start, topic, key_dict, header_dict, partition, offset)
+        except DecodeError as exc:
+            raise at_record(exc, topic, partition, offset) from None
 
     def decode_key(self, key: bytes | None) -> dict[str, Any] | None:
         if key is None:

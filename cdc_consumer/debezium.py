@@ -1,10 +1,10 @@
-"""Kafka Connect / Debezium semantics shared by the JSON and Avro decoders (pure, no I/O).
+"""Kafka Connect value semantics shared by the JSON and Avro decoders (pure, no I/O): schema -> converters.
 
 Both wire formats carry the same Connect schema: the JSON converter spells it as `{"type", "name",
 "parameters"}`, the Avro converter as `connect.name` / `connect.parameters` on Avro types. Each decoder
 walks its schema once and asks this module for one converter per field; the converters turn a wire value
-(base64 text in JSON, raw bytes in Avro) into the Python value `events.py` documents. `EnvelopeCodec`
-then turns a decoded payload into a `ChangeEvent`.
+(base64 text in JSON, raw bytes in Avro) into the Python value `events.py` documents. `envelope.py`
+then turns a converted payload into a `ChangeEvent`; this module knows nothing of envelopes or records.
 
 Decisions:
 - An unknown semantic `name` on a known Connect type decodes as that type (Debezium adds names such as
@@ -37,9 +37,13 @@ from decimal import Decimal
 from typing import Any
 
 from cdc_consumer.errors import DecodeError, InexactNumber, InvalidValue, SchemaError
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, Snapshot, Source
+from cdc_consumer.events import UNAVAILABLE
 
 Converter = Callable[[Any], Any]
+
+# Containers nested deeper than this are refused (SchemaError): Debezium's envelopes nest three or four deep,
+# and a bound keeps the schema walks, the extensions' programs and every payload walk shallow.
+MAX_SCHEMA_DEPTH = 32
 
 DECIMAL = "org.apache.kafka.connect.data.Decimal"
 VARIABLE_SCALE_DECIMAL = "io.debezium.data.VariableScaleDecimal"
@@ -179,7 +183,8 @@ def _zoned_time(text: str) -> time:
     return moment
 
 
-def _json_double(value: Any) -> float:
+def json_double(value: Any) -> float:
+    """A JSON double: a number, or JsonConverter's "NaN" / "Infinity" / "-Infinity" text."""
     if value.__class__ is float:
         return value
     if value.__class__ is str:
@@ -212,7 +217,7 @@ def float32_shortest(value: float) -> float:
 
 
 def _json_float32(value: Any) -> float:
-    return float32_shortest(_json_double(value))
+    return float32_shortest(json_double(value))
 
 
 # ------------------------------------------------------------------------- schema parameters
@@ -379,7 +384,7 @@ def _plain(connect_type: str, *, avro_checks: bool = False) -> Callable[[Wire], 
 _PRIMITIVES: dict[str, Callable[[Wire], Converter | None]] = {
     "int8": _plain("int8", avro_checks=True), "int16": _plain("int16", avro_checks=True),
     "int32": _plain("int32"), "int64": _plain("int64"), "boolean": _plain("boolean"), "string": _plain("string"),
-    "double": lambda wire: _json_double if wire is Wire.JSON else None,
+    "double": lambda wire: json_double if wire is Wire.JSON else None,
     "float": lambda wire: _json_float32 if wire is Wire.JSON else float32_shortest,
     "bytes": _json_bytes,
 }
@@ -512,172 +517,3 @@ class StructConverter:
             return InvalidValue(f"{name}: missing from the payload")
         detail = str(exc) or type(exc).__name__
         return InvalidValue(f"{name}: cannot decode {row[name]!r:.80} as {self._describe[name]}: {detail}")
-
-
-def untyped_row(placeholder: str) -> Converter:
-    """Rows without a schema (schemas.enable=false) pass through; only the TOAST placeholder is replaced."""
-    def convert(row: Any) -> Any:
-        if row.__class__ is dict and placeholder in row.values():
-            return {name: UNAVAILABLE if value == placeholder else value for name, value in row.items()}
-        return row
-    return convert
-
-
-# ---------------------------------------------------------------------------------- envelope
-
-_OPS = {op.value: op for op in Op}
-# Debezium < 1.6 sent a boolean; since then a string enum ("false" while streaming).
-_SNAPSHOTS: dict[Any, Snapshot] = {s.value: s for s in Snapshot}
-_SNAPSHOTS.update({True: Snapshot.TRUE, False: Snapshot.FALSE})
-
-
-def source_from(raw: Any) -> Source | None:
-    """The envelope's `source` block (its fields are plain Connect types: checked, no converters needed)."""
-    if raw is None:
-        return None
-    if raw.__class__ is not dict:
-        raise InvalidValue(f"source: expected a struct, got {raw!r:.80}")
-    get = raw.get
-    snapshot = get("snapshot")
-    if snapshot is not None:
-        snapshot = _enum_value(_SNAPSHOTS, snapshot, "source.snapshot")
-    lsn, tx_id = _optional(raw, "lsn", int), _optional(raw, "txId", int)
-    db, schema, table = _optional(raw, "db", str), _optional(raw, "schema", str), _optional(raw, "table", str)
-    return Source(ts_us=_ts_us(raw, "source."), lsn=lsn, tx_id=tx_id, snapshot=snapshot, db=db, schema=schema,
-                  table=table, sequence=_optional(raw, "sequence", str))
-
-
-_INT64 = range(-(1 << 63), 1 << 63)
-
-
-def _optional(block: dict[str, Any], name: str, cls: type) -> Any:
-    """A plain source field: None, or exactly `cls` (an int within int64)."""
-    value = block.get(name)
-    if value is None or (value.__class__ is cls and (cls is not int or value in _INT64)):
-        return value
-    raise InvalidValue(f"source.{name}: expected {'an int64' if cls is int else 'a string'}, got {brief(value)}")
-
-
-def _ts_us(block: dict[str, Any], where: str = "") -> int | None:
-    """`ts_us`, or `ts_ms` in microseconds (Debezium before 2.6 sent milliseconds only); int64 or None."""
-    ts_us = block.get("ts_us")
-    if ts_us is None:
-        ts_ms = block.get("ts_ms")
-        if ts_ms is None:
-            return None
-        if ts_ms.__class__ is not int or ts_ms not in _INT64:  # e.g. a datetime, when a schema typed it Timestamp
-            raise InvalidValue(f"{where}ts_ms: expected epoch milliseconds, got {brief(ts_ms)}")
-        return ts_ms * 1000
-    if ts_us.__class__ is not int or ts_us not in _INT64:
-        raise InvalidValue(f"{where}ts_us: expected epoch microseconds, got {brief(ts_us)}")
-    return ts_us
-
-
-def _enum_value(members: Mapping[Any, Any], wire: Any, what: str) -> Any:
-    try:
-        return members[wire]
-    except (KeyError, TypeError):
-        raise InvalidValue(f"{what}: unknown value {brief(wire)}") from None
-
-
-class EnvelopeCodec:
-    """One compiled value schema: turns its payload (already parsed from JSON or Avro) into a ChangeEvent.
-
-    `record` converts a whole payload that is not a change envelope: the BEGIN/END records of the
-    transaction-metadata topic.
-    """
-
-    __slots__ = ("_after", "_before", "_record", "_typed")
-
-    def __init__(self, record: Converter | None, *, typed: bool = True,
-                 before: Converter | None = None, after: Converter | None = None) -> None:
-        if isinstance(record, StructConverter):
-            before = before or record.field_converter("before")
-            after = after or record.field_converter("after")
-        self._record, self._before, self._after, self._typed = record, before, after, typed
-
-    @classmethod
-    def untyped(cls, placeholder: str) -> EnvelopeCodec:
-        rows = untyped_row(placeholder)
-        return cls(None, typed=False, before=rows, after=rows)
-
-    def event(self, payload: Any, *, topic: str, key: dict[str, Any] | None,
-              headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent:
-        if payload.__class__ is not dict:
-            raise InvalidValue(f"value: expected a struct, got {payload!r:.80}")
-        get = payload.get
-        op = get("op")
-        if op is None:
-            if "status" in payload:  # BEGIN/END on <prefix>.transaction
-                return self._transaction_event(payload, topic, key, headers, partition, offset)
-            raise InvalidValue("value: not a Debezium change event (no 'op' and no transaction 'status')")
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=_enum_value(_OPS, op, "op"), key=key,
-                           before=self._row("before", self._before, get("before")),
-                           after=self._row("after", self._after, get("after")),
-                           source=source_from(get("source")), headers=headers,
-                           tx_block=get("transaction"), typed=self._typed, ts_us=_ts_us(payload))
-
-    @staticmethod
-    def _row(part: str, convert: Converter | None, row: Any) -> dict[str, Any] | None:
-        if row is None or convert is None:
-            return row
-        try:
-            return convert(row)
-        except DecodeError as exc:
-            raise type(exc)(f"{part}.{exc.reason}") from None
-
-    def _transaction_event(self, payload, topic, key, headers, partition, offset) -> ChangeEvent:
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None,
-                           after=None, source=None, headers=headers,
-                           transaction=self._row("transaction", self._record, payload), typed=self._typed,
-                           ts_us=_ts_us(payload))
-
-
-class ChangeDecoder:
-    """One Kafka record -> ChangeEvent; the steps both wire formats share. Subclasses (decoder.Decoder for
-    JSON, avro.AvroDecoder) decode keys, values and the primary-key-change headers."""
-
-    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
-               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """headers: confluent-kafka's [(name, bytes)] or a mapping. Raises a DecodeError subclass that names
-        the record (topic, partition, offset) and the reason; never anything else for bad input."""
-        try:
-            header_dict = header_map(headers)
-            key_dict = self.decode_key(key)
-            event = None if value is None else self._value_event(value, topic=topic, key=key_dict,
-                                                                  headers=header_dict, partition=partition,
-                                                                  offset=offset)
-            if event is None:  # a null value: Kafka compaction's delete marker for `key`
-                event = ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key_dict,
-                                    before=None, after=None, source=None, headers=header_dict, tombstone=True)
-            return event
-        except DecodeError as exc:
-            raise type(exc)(exc.reason, topic=topic, partition=partition, offset=offset) from None
-
-    def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
-        raise NotImplementedError
-
-    def key_headers(self, headers: Mapping[str, bytes | None]) -> dict[str, Any]:
-        """The primary-key-change headers, decoded: {"newkey": {...}} and/or {"oldkey": {...}}."""
-        raise NotImplementedError
-
-    def _value_event(self, value: bytes | str, **record: Any) -> ChangeEvent | None:
-        """The event of a non-null value; None when the value is a tombstone in its own encoding."""
-        raise NotImplementedError
-
-
-def header_map(headers: Any) -> dict[str, bytes | None]:
-    """confluent-kafka's [(name, bytes), ...] (or a mapping, or None) as {name: bytes}; last one wins.
-
-    Names must be str and values bytes, str (encoded as UTF-8) or None; anything else is InvalidValue."""
-    if not headers:
-        return {}
-    try:
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        found = {name: value.encode() if value.__class__ is str else value for name, value in items}
-    except (TypeError, ValueError, UnicodeError):
-        raise InvalidValue(f"headers: expected (name, value) pairs, got {brief(headers)}") from None
-    for name, value in found.items():
-        if name.__class__ is not str or not (value is None or value.__class__ is bytes):
-            raise InvalidValue(f"headers: {brief(name)} is not a str name with bytes or None")
-    return found

@@ -23,38 +23,33 @@ the tests' oracle, and raises the exact named error.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from decimal import Decimal
-from types import ModuleType
 from typing import Any, NamedTuple
 
 import orjson
 
-from cdc_consumer.debezium import _OPS as OPS_BY_WIRE
-from cdc_consumer.debezium import _SNAPSHOTS as SNAPSHOTS_BY_WIRE
 from cdc_consumer.debezium import (
     DECIMAL,
+    MAX_SCHEMA_DEPTH,
     PLAIN_CHECKS,
-    ChangeDecoder,
     Converter,
-    EnvelopeCodec,
     StructConverter,
     Wire,
-    _json_double,
     array_converter,
     brief,
     bytes_from_base64,
     decimal_parameters,
-    header_map,
     is_semantic_struct,
+    json_double,
     leaf_converter,
     map_converter,
     placeholder_form,
 )
+from cdc_consumer.envelope import EnvelopeCodec, at_record, header_map, native_event_types, tombstone_event
 from cdc_consumer.errors import DecodeError, InexactNumber, InvalidJson, InvalidValue, SchemaError
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Source
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent
 
 try:
     from cdc_consumer import _json_native
@@ -66,11 +61,6 @@ __all__ = ["Decoder", "compile_connect_schema"]
 _SCHEMA_PREFIX = b'{"schema":'
 _PAYLOAD_SEPARATOR = b',"payload":'
 PK_CHANGE_HEADERS = {"__debezium.newkey": "newkey", "__debezium.oldkey": "oldkey"}
-
-
-# Containers nested deeper than this are refused (SchemaError): Debezium's envelopes nest three or four deep,
-# and a bound keeps the schema walk, the extension's program and every payload walk shallow.
-MAX_SCHEMA_DEPTH = 32
 
 
 def compile_connect_schema(schema: Any, *, placeholder: str = UNAVAILABLE.TEXT, what: str = "value",
@@ -141,7 +131,7 @@ def _leaf_plan(name: Any, params: Any, convert: Converter | None) -> Any:
         return ("decimal", *decimal_parameters(params, "decimal"), convert)
     tag = _NATIVE_LEAVES.get(name)
     if tag is None:
-        tag = "double" if convert is _json_double else "bytes" if convert is bytes_from_base64 else "call"
+        tag = "double" if convert is json_double else "bytes" if convert is bytes_from_base64 else "call"
     return (tag, convert)
 
 
@@ -152,17 +142,6 @@ def _compile_field(field: Any, placeholder: str, wire: Wire, parent: str, depth:
     node = _compile_node(field, placeholder, f"{parent}.{name[:60]}", wire, depth)
     describe = field.get("name") if isinstance(field.get("name"), str) else field["type"]
     return name, node, describe, placeholder_form(field["type"], wire, placeholder)
-
-
-def native_event_types(module: ModuleType | None) -> tuple | None:
-    """What a C extension's event() needs to build events itself, or None when events.py's dataclasses no
-    longer have exactly the fields it sets (then EnvelopeCodec builds every event)."""
-    if module is None:
-        return None
-    for cls, names in ((ChangeEvent, module.EVENT_ATTRIBUTES), (Source, module.SOURCE_ATTRIBUTES)):
-        if tuple(f.name for f in dataclasses.fields(cls)) != names or hasattr(cls, "__post_init__"):
-            return None
-    return ChangeEvent, Source, OPS_BY_WIRE, SNAPSHOTS_BY_WIRE
 
 
 _EVENT_TYPES = native_event_types(_json_native)
@@ -205,7 +184,7 @@ def _native_programs(root: _Node) -> tuple[Any, Any]:
 _NOT_CONVERTED = object()
 
 
-class Decoder(ChangeDecoder):
+class Decoder:
     """Decodes Debezium JSON records (JsonConverter, schemas enabled or not). Not thread-safe (caches)."""
 
     def __init__(self, *, unavailable_placeholder: str = UNAVAILABLE.TEXT, max_cached_schemas: int = 1024,
@@ -232,7 +211,9 @@ class Decoder(ChangeDecoder):
 
     def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
                partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """ChangeDecoder.decode, in one call of the extension when it knows both schemas (the usual record)."""
+        """One Kafka record -> its event. headers: confluent-kafka's [(name, bytes)] or a mapping. Raises a
+        DecodeError subclass that names the record (topic, partition, offset) and the reason; never anything
+        else for bad input. In one call of the extension when it knows both schemas (the usual record)."""
         if self._known is not None:
             try:
                 event = self._known.decode(topic, key, value, headers, partition, offset)
@@ -241,7 +222,15 @@ class Decoder(ChangeDecoder):
             else:
                 if event is not None:
                     return event
-        return super().decode(topic, key, value, headers, partition, offset)
+        try:
+            header_dict = header_map(headers)
+            key_dict = self.decode_key(key)
+            event = None if value is None else self._value_event(value, topic=topic, key=key_dict,
+                                                                  headers=header_dict, partition=partition,
+                                                                  offset=offset)
+            return tombstone_event(topic, key_dict, header_dict, partition, offset) if event is None else event
+        except DecodeError as exc:
+            raise at_record(exc, topic, partition, offset) from None
 
     def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
         """A record key (`{schema, payload}` or plain JSON) as a dict of decoded values; None stays None."""
@@ -272,7 +261,7 @@ class Decoder(ChangeDecoder):
                      headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent | None:
         data = value.encode() if value.__class__ is str else value
         compiled, payload = self._document(data, exact=False)
-        if payload is None:  # `{"schema": null, "payload": null}`
+        if payload is None:  # `{"schema": null, "payload": null}`: a tombstone in JSON's own spelling
             return None
         if compiled.native_event is not None:
             try:
