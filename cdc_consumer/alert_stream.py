@@ -31,7 +31,7 @@ from cdc_consumer.alertmanager import AlertmanagerClient, AlertmanagerUnavailabl
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.errors import DecodeError
-from cdc_consumer.events import Op
+from cdc_consumer.events import Op, RecordContext
 from cdc_consumer.price_alerts import ALERT_NAME, SOURCE_LABEL, AlertUpdate, PriceMoveEngine
 
 log = logging.getLogger(__name__)
@@ -198,8 +198,7 @@ class AlertStream:
     def _evaluate(self, message, now_ms: int, outcome: str) -> list[AlertUpdate]:
         self.stats.records += 1
         try:
-            event = self.decoder.decode(message.topic(), message.key(), message.value(), message.headers(),
-                                        message.partition(), message.offset())
+            event = self.decoder.decode_record(RecordContext.of(message), message.value())
         except DecodeError as exc:
             self.stats.undecodable += 1
             self.metrics.records.labels("undecodable").inc()

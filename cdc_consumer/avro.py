@@ -44,7 +44,7 @@ from cdc_consumer.debezium import (
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.envelope import EnvelopeCodec, at_record, header_map, native_event_types, tombstone_event
 from cdc_consumer.errors import DecodeError, InvalidAvro, InvalidValue, SchemaError, SchemaRef, WireFormatError
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, RecordContext
 
 try:
     from cdc_consumer import _avro_native
@@ -287,15 +287,16 @@ class _CompiledAvro:
         self.codec = EnvelopeCodec(root.convert)
         self.native_key, self.native_value = _native_readers(root.program) if native else (None, None)
 
-    def value_event(self, data: bytes, start: int, topic: str, key: dict[str, Any] | None,
-                    headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent:
+    def value_event(self, data: bytes, start: int, record: RecordContext, key: dict[str, Any] | None,
+                    headers: Mapping[str, bytes | None]) -> ChangeEvent:
         """The event of the Avro body data[start:]."""
         if self.native_value is not None:
-            event = _read_native(self.native_value, data, start, topic, key, headers, partition, offset)
+            event = _read_native(self.native_value, data, start, record.topic, key, headers, record.partition,
+                                 record.offset)
             if event is not _CONVERT_IN_PYTHON:
                 return event
         payload = self.read(memoryview(data)[start:])
-        return self.codec.event(payload, topic=topic, key=key, headers=headers, partition=partition, offset=offset)
+        return self.codec.event(payload, record, key, headers)
 
     def key(self, data: bytes, start: int) -> Any:
         """The converted key datum of the Avro body data[start:]."""
@@ -369,7 +370,7 @@ def _payload_events(program: Any) -> Callable:
     read, event = program.read, _CONVERTED_PAYLOAD.event
 
     def value_event(data, start, topic, key, headers, partition, offset):
-        return event(read(data, start), topic=topic, key=key, headers=headers, partition=partition, offset=offset)
+        return event(read(data, start), RecordContext(topic, partition, offset), key, headers)
 
     return value_event
 
@@ -420,20 +421,25 @@ class AvroDecoder:
         """Whether the C extension reads this decoder's records."""
         return self._native
 
+    def decode_record(self, record: RecordContext, value: bytes | None) -> ChangeEvent:
+        """One Kafka record -> its event. Raises a DecodeError subclass that names the record (topic,
+        partition, offset) and the reason; never anything else for bad input (RegistryError when its schema
+        cannot be had)."""
+        try:
+            headers = header_map(record.headers)
+            key = self.decode_key(record.key)
+            if value is None:
+                return tombstone_event(record, key, headers)
+            compiled, start = self._framed(value)
+            return compiled.value_event(value, start, record, key, headers)
+        except DecodeError as exc:
+            raise at_record(exc, record) from None
+
     def decode(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None,
                partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """One Kafka record -> its event. headers: confluent-kafka's [(name, bytes)] or a mapping. Raises a
-        DecodeError subclass that names the record (topic, partition, offset) and the reason; never anything
-        else for bad input (RegistryError when its schema cannot be had)."""
-        try:
-            header_dict = header_map(headers)
-            key_dict = self.decode_key(key)
-            if value is None:
-                return tombstone_event(topic, key_dict, header_dict, partition, offset)
-            compiled, start = self._framed(value)
-            return compiled.value_event(value, start, topic, key_dict, header_dict, partition, offset)
-        except DecodeError as exc:
-            raise at_record(exc, topic, partition, offset) from None
+        """decode_record of a record given as loose values (files, tests). headers: confluent-kafka's
+        [(name, bytes)] or a mapping."""
+        return self.decode_record(RecordContext(topic, partition, offset, None, headers, key), value)
 
     def decode_key(self, key: bytes | None) -> dict[str, Any] | None:
         if key is None:

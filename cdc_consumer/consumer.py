@@ -55,7 +55,7 @@ from cdc_consumer.errors import (
     UnmappableRecord,
     backoff_delay,
 )
-from cdc_consumer.events import ChangeEvent, Op
+from cdc_consumer.events import ChangeEvent, Op, RecordContext
 from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.mapping import CompiledMapping
 from cdc_consumer.metrics import ConsumerMetrics
@@ -68,7 +68,7 @@ DEFAULT_TOPICS = r"^cdc\.public\.(ticker_24h|klines|order_book|trades)$"
 ON_TRUNCATE = ("ignore", "dlq")
 
 IGNORE = "<ignore>"  # a record_filter's answer for a record this run must not handle nor commit past
-DecodeFn = Callable[[str, Any, Any, Any, int, int], ChangeEvent]
+DecodeFn = Callable[[RecordContext, Any], ChangeEvent]  # (where the record came from, its value bytes)
 
 
 @dataclass
@@ -295,7 +295,7 @@ class ChangeConsumer:
             self._advance(record)
             return
         try:
-            event = self.decode(topic, message.key(), message.value(), message.headers(), partition, offset)
+            event = self.decode(RecordContext.of(message), message.value())
         except DecodeError as exc:  # error type: the subclass (InvalidJson, UnknownSchemaId, ...)
             classified = _classify_decode_error(exc)
             if isinstance(classified, TransientError):
@@ -373,10 +373,9 @@ class ChangeConsumer:
         """Park one record; `error_type` (cdc.error.type) defaults to the underlying error's class."""
         error_type = error_type or error.error_class
         record.table = None  # parked, not applied (a write Cassandra rejected had set it)
-        target = self.dlq.send(record, topic=record.topic, partition=record.partition, offset=record.offset,
-                               key=message.key(), value=message.value(), headers=message.headers(),
-                               error_type=error_type, reason=error.message, edge=error.edge,
-                               error_class=error.error_class, reason_tag=error.reason)
+        target = self.dlq.send(record, RecordContext.of(message), message.value(), error_type=error_type,
+                               reason=error.message, edge=error.edge, error_class=error.error_class,
+                               reason_tag=error.reason)
         self.totals.dlq += 1
         self.metrics.dlq.labels(record.topic, error_type).inc()
         log.warning("%s[%d]@%d -> %s: %s", record.topic, record.partition, record.offset, target, error.describe())

@@ -1,7 +1,8 @@
 """Debezium change events written by Kafka Connect's JsonConverter -> `ChangeEvent` (pure: bytes in, no I/O).
 
     decoder = Decoder()
-    event = decoder.decode(topic, key_bytes, value_bytes, headers, partition, offset)
+    event = decoder.decode_record(RecordContext.of(message), message.value())
+    event = decoder.decode(topic, key_bytes, value_bytes, headers, partition, offset)  # loose values
 
 With `schemas.enable=true` every record is `{"schema": S, "payload": P}` and S repeats on every record of
 a table. The decoder compiles S once into per-field converters (`debezium.py`) and caches them by S's
@@ -49,7 +50,7 @@ from cdc_consumer.debezium import (
 )
 from cdc_consumer.envelope import EnvelopeCodec, at_record, header_map, native_event_types, tombstone_event
 from cdc_consumer.errors import DecodeError, InexactNumber, InvalidJson, InvalidValue, SchemaError
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, RecordContext
 
 try:
     from cdc_consumer import _json_native
@@ -209,28 +210,32 @@ class Decoder:
         """Whether the C extension converts this decoder's payloads."""
         return self._native
 
-    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
-               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """One Kafka record -> its event. headers: confluent-kafka's [(name, bytes)] or a mapping. Raises a
-        DecodeError subclass that names the record (topic, partition, offset) and the reason; never anything
-        else for bad input. In one call of the extension when it knows both schemas (the usual record)."""
+    def decode_record(self, record: RecordContext, value: bytes | str | None) -> ChangeEvent:
+        """One Kafka record -> its event. Raises a DecodeError subclass that names the record (topic,
+        partition, offset) and the reason; never anything else for bad input. In one call of the extension
+        when it knows both schemas (the usual record)."""
         if self._known is not None:
             try:
-                event = self._known.decode(topic, key, value, headers, partition, offset)
+                event = self._known.decode(record.topic, record.key, value, record.headers, record.partition,
+                                           record.offset)
             except Exception:  # noqa: BLE001 - the Python-level path below names the problem, or decodes it
                 self.native_fallbacks += 1
             else:
                 if event is not None:
                     return event
         try:
-            header_dict = header_map(headers)
-            key_dict = self.decode_key(key)
-            event = None if value is None else self._value_event(value, topic=topic, key=key_dict,
-                                                                  headers=header_dict, partition=partition,
-                                                                  offset=offset)
-            return tombstone_event(topic, key_dict, header_dict, partition, offset) if event is None else event
+            headers = header_map(record.headers)
+            key = self.decode_key(record.key)
+            event = None if value is None else self._value_event(value, record, key, headers)
+            return tombstone_event(record, key, headers) if event is None else event
         except DecodeError as exc:
-            raise at_record(exc, topic, partition, offset) from None
+            raise at_record(exc, record) from None
+
+    def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
+               partition: int | None = None, offset: int | None = None) -> ChangeEvent:
+        """decode_record of a record given as loose values (files, tests). headers: confluent-kafka's
+        [(name, bytes)] or a mapping."""
+        return self.decode_record(RecordContext(topic, partition, offset, None, headers, key), value)
 
     def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
         """A record key (`{schema, payload}` or plain JSON) as a dict of decoded values; None stays None."""
@@ -257,28 +262,27 @@ class Decoder:
 
     # ------------------------------------------------------------------------------- parsing
 
-    def _value_event(self, value: bytes | str, *, topic: str, key: dict[str, Any] | None,
-                     headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent | None:
+    def _value_event(self, value: bytes | str, record: RecordContext, key: dict[str, Any] | None,
+                     headers: Mapping[str, bytes | None]) -> ChangeEvent | None:
         data = value.encode() if value.__class__ is str else value
         compiled, payload = self._document(data, exact=False)
         if payload is None:  # `{"schema": null, "payload": null}`: a tombstone in JSON's own spelling
             return None
         if compiled.native_event is not None:
             try:
-                event = compiled.native_event(payload, topic, key, headers, partition, offset)
+                event = compiled.native_event(payload, record.topic, key, headers, record.partition, record.offset)
             except Exception:  # noqa: BLE001 - the Python path names the problem (or re-parses NUMERIC decimals)
                 self.native_fallbacks += 1
                 compiled, payload = self._document(data, exact=False)  # afresh: rows were converted in place
             else:
                 if event is not None:
                     return event
-        record = {"topic": topic, "key": key, "headers": headers, "partition": partition, "offset": offset}
         try:
-            return compiled.codec.event(payload, **record)
+            return compiled.codec.event(payload, record, key, headers)
         except InexactNumber:  # decimal.format=NUMERIC: read this schema's records with exact numbers
             self._exact_numbers(compiled)
             compiled, payload = self._document(data, exact=True)
-            return compiled.codec.event(payload, **record)
+            return compiled.codec.event(payload, record, key, headers)
 
     def _key(self, data: bytes, exact: bool) -> dict[str, Any] | None:
         compiled, payload = self._document(data, exact=exact)

@@ -19,6 +19,7 @@ raise FatalError("DLQ topic ... not writable"): the consumer exits non-zero inst
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Hashable
@@ -31,6 +32,7 @@ from confluent_kafka.admin import NewTopic
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.errors import ClassifiedError, FatalError, TransientError, backoff_delay
+from cdc_consumer.events import RecordContext
 from cdc_consumer.secrets import mask_text
 
 log = logging.getLogger(__name__)
@@ -112,19 +114,19 @@ class DeadLetterQueue:
         self.pending = 0
         self.sent = 0
 
-    def send(self, token: Hashable, *, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, headers: list[tuple[str, bytes]] | None, error_type: str, reason: str,
+    def send(self, token: Hashable, record: RecordContext, value: bytes | None, *, error_type: str, reason: str,
              edge: str = "decoder", error_class: str | None = None, reason_tag: str = "", attempt: int = 1,
              target: str | None = None) -> str:
         """Park one record; its token comes back from poll() once the DLQ copy is acknowledged.
         `target` overrides the templated DLQ topic (a replay re-parks into the DLQ it read from)."""
-        target = target or dlq_topic(self.topic_template, topic)
+        target = target or dlq_topic(self.topic_template, record.topic)
         self._ensure_topic(target)
-        kept = [(k, v) for k, v in headers or () if k not in ERROR_HEADERS]
-        added = error_headers(topic=topic, partition=partition, offset=offset, error_type=error_type, reason=reason,
+        kept = [(k, v) for k, v in record.headers or () if k not in ERROR_HEADERS]
+        added = error_headers(topic=record.topic, partition=record.partition, offset=record.offset,
+                              error_type=error_type, reason=reason,
                               edge=edge, error_class=error_class or error_type, reason_tag=reason_tag or error_type,
                               attempt=attempt)
-        parked = _Parked(token, target, key, value, [*kept, *added])
+        parked = _Parked(token, target, record.key, value, [*kept, *added])
         self.pending += 1
         self._produce(parked)
         return target
@@ -238,11 +240,10 @@ class ReparkingQueue(DeadLetterQueue):
         super().__init__(bootstrap, create_topics=False, **kwargs)
         self.dlq_topic_name = dlq_topic_name
 
-    def send(self, token: Hashable, *, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, headers: list[tuple[str, bytes]] | None, **error: Any) -> str:
-        parked = header_map(headers)
+    def send(self, token: Hashable, record: RecordContext, value: bytes | None, **error: Any) -> str:
+        parked = header_map(record.headers)
         attempt = int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1
-        return super().send(token, topic=parked.get("cdc.original.topic", topic),
-                            partition=int(parked.get("cdc.original.partition", partition)),
-                            offset=int(parked.get("cdc.original.offset", offset)), key=key, value=value,
-                            headers=headers, **{**error, "attempt": attempt, "target": self.dlq_topic_name})
+        original = dataclasses.replace(record, topic=parked.get("cdc.original.topic", record.topic),
+                                       partition=int(parked.get("cdc.original.partition", record.partition)),
+                                       offset=int(parked.get("cdc.original.offset", record.offset)))
+        return super().send(token, original, value, **{**error, "attempt": attempt, "target": self.dlq_topic_name})

@@ -16,15 +16,19 @@ from typing import Any, Protocol
 
 from cdc_consumer.debezium import Converter, StructConverter, brief
 from cdc_consumer.errors import DecodeError, InvalidValue
-from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, Snapshot, Source
+from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op, RecordContext, Snapshot, Source
 
 
 class ChangeDecoder(Protocol):
     """What `cdc consume`, `cdc decode`, `cdc dlq` and `cdc alerts` need of a wire decoder."""
 
+    def decode_record(self, record: RecordContext, value: bytes | str | None) -> ChangeEvent:
+        """One Kafka record -> its event; raises a DecodeError naming the record, nothing else for bad input."""
+        ...
+
     def decode(self, topic: str, key: bytes | str | None, value: bytes | str | None, headers: Any = None,
                partition: int | None = None, offset: int | None = None) -> ChangeEvent:
-        """One Kafka record -> its event; raises a DecodeError naming the record, nothing else for bad input."""
+        """decode_record of a record given as loose values (files, tests)."""
         ...
 
     def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None: ...
@@ -34,16 +38,16 @@ class ChangeDecoder(Protocol):
         ...
 
 
-def tombstone_event(topic: str, key: dict[str, Any] | None, headers: Mapping[str, bytes | None],
-                    partition: int | None, offset: int | None) -> ChangeEvent:
+def tombstone_event(record: RecordContext, key: dict[str, Any] | None,
+                    headers: Mapping[str, bytes | None]) -> ChangeEvent:
     """A null value: Kafka compaction's delete marker for `key`."""
-    return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None, after=None,
-                       source=None, headers=headers, tombstone=True)
+    return ChangeEvent(topic=record.topic, partition=record.partition, offset=record.offset, op=None, key=key,
+                       before=None, after=None, source=None, headers=headers, tombstone=True)
 
 
-def at_record(exc: DecodeError, topic: str, partition: int | None, offset: int | None) -> DecodeError:
+def at_record(exc: DecodeError, record: RecordContext) -> DecodeError:
     """The same decode error, naming the record it happened in (raise it `from None`)."""
-    return type(exc)(exc.reason, topic=topic, partition=partition, offset=offset)
+    return type(exc)(exc.reason, topic=record.topic, partition=record.partition, offset=record.offset)
 
 
 def native_event_types(module: ModuleType | None) -> tuple | None:
@@ -143,17 +147,19 @@ class EnvelopeCodec:
         rows = untyped_row(placeholder)
         return cls(None, typed=False, before=rows, after=rows)
 
-    def event(self, payload: Any, *, topic: str, key: dict[str, Any] | None,
-              headers: Mapping[str, bytes | None], partition: int | None, offset: int | None) -> ChangeEvent:
+    def event(self, payload: Any, record: RecordContext, key: dict[str, Any] | None,
+              headers: Mapping[str, bytes | None]) -> ChangeEvent:
+        """The event of a parsed payload; `key` and `headers` are the record's, decoded."""
         if payload.__class__ is not dict:
             raise InvalidValue(f"value: expected a struct, got {payload!r:.80}")
         get = payload.get
         op = get("op")
         if op is None:
             if "status" in payload:  # BEGIN/END on <prefix>.transaction
-                return self._transaction_event(payload, topic, key, headers, partition, offset)
+                return self._transaction_event(payload, record, key, headers)
             raise InvalidValue("value: not a Debezium change event (no 'op' and no transaction 'status')")
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=_enum_value(OPS_BY_WIRE, op, "op"), key=key,
+        return ChangeEvent(topic=record.topic, partition=record.partition, offset=record.offset,
+                           op=_enum_value(OPS_BY_WIRE, op, "op"), key=key,
                            before=self._row("before", self._before, get("before")),
                            after=self._row("after", self._after, get("after")),
                            source=source_from(get("source")), headers=headers,
@@ -168,8 +174,10 @@ class EnvelopeCodec:
         except DecodeError as exc:
             raise type(exc)(f"{part}.{exc.reason}") from None
 
-    def _transaction_event(self, payload, topic, key, headers, partition, offset) -> ChangeEvent:
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=None, key=key, before=None,
+    def _transaction_event(self, payload: dict[str, Any], record: RecordContext, key: dict[str, Any] | None,
+                           headers: Mapping[str, bytes | None]) -> ChangeEvent:
+        return ChangeEvent(topic=record.topic, partition=record.partition, offset=record.offset, op=None, key=key,
+                           before=None,
                            after=None, source=None, headers=headers,
                            transaction=self._row("transaction", self._record, payload), typed=self._typed,
                            ts_us=_ts_us(payload))

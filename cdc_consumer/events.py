@@ -101,3 +101,23 @@ class ChangeEvent:
             return None
         return f"{self.source.schema}.{self.source.table}" if self.source.schema else self.source.table
 
+
+@dataclass(frozen=True, slots=True)
+class RecordContext:
+    """Where one Kafka record came from: built once per record (`of`) and handed, instead of loose values,
+    to the decoder and the DLQ. `headers` and `key` are as the Kafka client gave them (undecoded)."""
+
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    timestamp_ms: int | None = None  # the record's Kafka timestamp (CreateTime or LogAppendTime), if any
+    headers: Any = None  # confluent-kafka's [(name, bytes)], a mapping, or None
+    key: bytes | str | None = None
+
+    @classmethod
+    def of(cls, message: Any) -> RecordContext:
+        """The context of a confluent-kafka `Message`."""
+        kind, timestamp = message.timestamp()
+        return cls(message.topic(), message.partition(), message.offset(), timestamp if kind else None,
+                   message.headers(), message.key())
+

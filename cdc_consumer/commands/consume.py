@@ -67,16 +67,16 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def make_decoder(fmt: str, registry: str):
-    """The decode callable `(topic, key, value, headers, partition, offset) -> ChangeEvent`."""
+    """The decode callable `(RecordContext, value) -> ChangeEvent`."""
     if fmt == "avro":
         from cdc_consumer.avro import (
             AvroDecoder,  # imported lazily: only Avro users need the registry client
         )
 
-        return AvroDecoder(registry_client(registry)).decode
+        return AvroDecoder(registry_client(registry)).decode_record
     from cdc_consumer.decoder import Decoder
 
-    return Decoder().decode
+    return Decoder().decode_record
 
 
 def _configure_logging(log_format: str) -> None:

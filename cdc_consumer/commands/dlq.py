@@ -14,6 +14,7 @@ new, or only the records it re-parked, and writes the same values with the same 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -36,6 +37,7 @@ from cdc_consumer.dlq import (
     replay_group,
 )
 from cdc_consumer.errors import FatalError
+from cdc_consumer.events import RecordContext
 from cdc_consumer.render import event_to_json
 from cdc_consumer.sink import CassandraSink
 
@@ -202,9 +204,9 @@ def replay(kafka: KafkaSettings, cassandra_hosts: str, cassandra_keyspace: str, 
 
 def _original_topic_decoder(decode):
     """Decode a parked record as a record of the topic it was consumed from (the mapping checks topics)."""
-    def decode_parked(topic, key, value, headers, partition, offset):
-        original = header_map(headers).get("cdc.original.topic") or topic
-        return decode(original, key, value, headers, partition, offset)
+    def decode_parked(record: RecordContext, value):
+        original = header_map(record.headers).get("cdc.original.topic") or record.topic
+        return decode(dataclasses.replace(record, topic=original), value)
     return decode_parked
 
 

@@ -134,7 +134,7 @@ def build_consumer(bootstrap: str, session, topic: str, group: str, mapping_file
     mapping = compile_mapping(load_mapping(mapping_file), describe_tables(session, keyspace), session.prepare,
                               keyspace)
     sink_options = {k: settings.pop(k) for k in ("retry_max", "max_in_flight", "max_batch_rows") if k in settings}
-    return ChangeConsumer(ConsumerSettings(bootstrap, group, (topic,), **settings), decode or Decoder().decode,
+    return ChangeConsumer(ConsumerSettings(bootstrap, group, (topic,), **settings), decode or Decoder().decode_record,
                           mapping,
                           CassandraSink(session, **sink_options), DeadLetterQueue(bootstrap))
 

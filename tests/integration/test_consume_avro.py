@@ -53,7 +53,7 @@ def test_avro_records_apply_like_json_ones_and_undecodable_ones_go_to_the_dlq(ka
     produce(kafka_bootstrap, kafka_topic, stream, partition=0)
 
     group = unique_name("g")
-    decode = AvroDecoder(SchemaFile(fixture_dir() / "pg_avro_confluent.schemas.json")).decode
+    decode = AvroDecoder(SchemaFile(fixture_dir() / "pg_avro_confluent.schemas.json")).decode_record
     mapping = write_mapping(tmp_path, extra_tables=TOAST_MAPPING, skip=FIXTURE_ONLY_TABLES)
     consumer = build_consumer(kafka_bootstrap, cassandra_session, kafka_topic, group, mapping, decode=decode)
     with running(consumer):

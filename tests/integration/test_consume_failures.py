@@ -228,7 +228,7 @@ def test_a_registry_outage_pauses_without_parking_anything_and_converges_when_it
     group = unique_name("g")
     mapping = write_mapping(tmp_path, extra_tables=TOAST_MAPPING, skip=FIXTURE_ONLY_TABLES)
     consumer = build_consumer(kafka_bootstrap, keyspace, kafka_topic, group, mapping,
-                              decode=AvroDecoder(registry.url).decode, retry_initial=0.2, retry_max=1.0)
+                              decode=AvroDecoder(registry.url).decode_record, retry_initial=0.2, retry_max=1.0)
     try:
         with running(consumer):
             wait_until(lambda: paused_gauge(consumer, "registry_unavailable") == 1, timeout=60,

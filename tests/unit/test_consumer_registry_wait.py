@@ -11,7 +11,7 @@ from confluent_kafka import TopicPartition
 
 from cdc_consumer.consumer import ChangeConsumer, ConsumerSettings
 from cdc_consumer.errors import RegistryUnavailable
-from cdc_consumer.events import ChangeEvent, Op
+from cdc_consumer.events import ChangeEvent, Op, RecordContext
 
 REASON = "registry_unavailable"
 
@@ -57,6 +57,9 @@ class FakeMessage:
 
     def offset(self):
         return self._where[2]
+
+    def timestamp(self):
+        return 1, 1_700_000_000_000  # (TIMESTAMP_CREATE_TIME, ms)
 
     def key(self):
         return b"k"
@@ -112,11 +115,13 @@ class Registry:
         self.up = False
         self.calls = 0
 
-    def decode(self, topic, key, value, headers, partition, offset):
+    def decode(self, record: RecordContext, value):
         self.calls += 1
         if not self.up:
-            raise RegistryUnavailable(f"{topic}[{partition}]@{offset}: schema registry unreachable")
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=Op.CREATE, key={"id": 1},
+            raise RegistryUnavailable("schema registry unreachable", topic=record.topic, partition=record.partition,
+                                      offset=record.offset)
+        return ChangeEvent(topic=record.topic, partition=record.partition, offset=record.offset, op=Op.CREATE,
+                           key={"id": 1},
                            before=None, after={"id": 1}, source=None)
 
 

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from rich.console import Console
 
-from cdc_consumer.commands.status import render
+from cdc_cli.commands.status import render
 from connectors.connect_client import ConnectorState, TaskState, trace_head
 from connectors.health import (
     ConnectorHealth,
@@ -255,7 +255,7 @@ def test_pause_state_files_round_trip_and_stale_or_foreign_ones_are_ignored(tmp_
     PauseStateFile("other-group", tmp_path).write([Pause("cassandra_unavailable", 1000.0)])
     [state] = read_states("cdc-consume", tmp_path)
     assert [(p.reason, p.since, p.message) for p in state.pauses] == [
-        ("registry_unavailable", 1000.0, "registry: http://***@reg:8081 unreachable")]
+        ("registry_unavailable", 1000.0, "registry: http://user:********@reg:8081 unreachable")]  # secrets.MASK
     assert read_states("cdc-consume", tmp_path, now=state.updated + 61) == []
     writer.remove()
     assert read_states("cdc-consume", tmp_path) == []
