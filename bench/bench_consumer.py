@@ -95,7 +95,7 @@ def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json", env:
     """`cdc consume --format fmt` on `topic` (a name or ^regex) until `events` are applied (with `env`: e.g.
     a secured stack's client settings)."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic,
+    process = subprocess.Popen([sys.executable, "-m", "cdc_cli.cli", "consume", "--topics", topic,
                                 "--group", unique_name("bench"), "--cassandra-keyspace", keyspace,
                                 "--metrics-port", str(port), "--progress-every", "0", "--format", fmt], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)

@@ -37,8 +37,8 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
+from cdc_cli.commands.consume import make_decoder  # noqa: E402
 from cdc_consumer import cql_session, schema  # noqa: E402
-from cdc_consumer.commands.consume import make_decoder  # noqa: E402
 from cdc_consumer.config import Settings  # noqa: E402
 from tests.e2e.pipeline import Pipeline  # noqa: E402
 from tests.support import unique_name, wait_until  # noqa: E402

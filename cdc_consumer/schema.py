@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 from cassandra.cluster import Session
 
@@ -18,16 +19,22 @@ from cdc_consumer.identifiers import validate_identifier
 CQL_SCHEMA_FILES = ("schema.cql",)
 
 
+def shipped(folder: str) -> Traversable:
+    """The repository's `sql/` or `cql/` folder as installed: package data of cdc_consumer (cdc_consumer/sql
+    and cdc_consumer/cql link to them), so no top-level `sql` or `cql` import name is installed."""
+    return resources.files("cdc_consumer") / folder
+
+
 def sql_scripts() -> list[tuple[str, str]]:
     """(file name, text) of every sql/*.sql in name order."""
-    files = sorted((p for p in resources.files("sql").iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
+    files = sorted((p for p in shipped("sql").iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     return [(p.name, p.read_text(encoding="utf-8")) for p in files]
 
 
 def cql_statements() -> list[str]:
     statements: list[str] = []
     for name in CQL_SCHEMA_FILES:
-        path = resources.files("cql") / name
+        path = shipped("cql") / name
         if path.is_file():
             statements.extend(split_cql(path.read_text(encoding="utf-8")))
     return statements

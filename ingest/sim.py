@@ -736,7 +736,7 @@ class SimProcess(SimControl):
 
     def __init__(self, *, symbols: int = 20, seed: int = 1, tick: str = "0", extra: tuple[str, ...] = ()):
         super().__init__("")
-        self.args = [sys.executable, "-m", "cdc_consumer.cli", "binance-sim", "--port", "0", "--symbols",
+        self.args = [sys.executable, "-m", "cdc_cli.cli", "binance-sim", "--port", "0", "--symbols",
                      str(symbols), "--seed", str(seed), "--tick", tick, *extra]
         self.process: subprocess.Popen | None = None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - the child writes here until __exit__

@@ -166,7 +166,7 @@ def running(consumer: ChangeConsumer):
 
 def cdc_consume(*args: str, env: dict | None = None) -> subprocess.Popen:
     """`cdc consume ARGS` as a child process (same interpreter as the tests)."""
-    return subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", "consume", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-m", "cdc_cli.cli", "consume", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from psycopg.conninfo import conninfo_to_dict
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from cdc_consumer.schema import apply_sql
 from connectors import slots
 from connectors.connect_client import ConnectClient

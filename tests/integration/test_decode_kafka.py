@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from tests.unit.debezium_records import (
     AVRO,
     PRECISE,

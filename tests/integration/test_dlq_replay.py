@@ -17,8 +17,8 @@ import yaml
 from click.testing import CliRunner
 
 from bench.envelopes import kline_stream
+from cdc_cli.cli import main
 from cdc_consumer import schema
-from cdc_consumer.cli import main
 from tests.integration.consume_support import (
     build_consumer,
     create_topic,

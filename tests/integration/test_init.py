@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from tests.support import unique_name
 
 pytestmark = pytest.mark.integration

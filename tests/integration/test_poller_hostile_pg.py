@@ -107,7 +107,7 @@ def test_a_cycle_after_a_failed_one_resets_the_count(sim, db):
 
 def cdc_poll(*args: str, dsn: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CDC_PG_DSN": dsn}
-    return subprocess.run([sys.executable, "-m", "cdc_consumer.cli", "poll", "--once", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cdc_cli.cli", "poll", "--once", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 

@@ -174,7 +174,7 @@ def test_a_lost_connection_is_retried_and_nothing_fetched_is_lost(sim, db, caplo
 
 
 def cdc(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "cdc_cli.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                             **kwargs)
 

@@ -18,7 +18,7 @@ SYMBOLS = "BTCUSDT,ETHUSDT"
 
 def poll_once(sim: SimProcess, db: str, symbols: str = SYMBOLS, *extra: str) -> str:
     """Run one cycle; returns its log output (it must exit 0: faults are handled, not fatal)."""
-    result = subprocess.run([sys.executable, "-m", "cdc_consumer.cli", "poll", "--symbols", symbols, "--once",
+    result = subprocess.run([sys.executable, "-m", "cdc_cli.cli", "poll", "--symbols", symbols, "--once",
                              "--depth", "5", "--trades", "10", "--base-url", sim.url, "--pg-dsn", db, *extra],
                             capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
+from cdc_cli.cli import main
 from cdc_consumer import mapping, schema
-from cdc_consumer.cli import main
 from tests.oracle import assert_replicated, compare
 
 pytestmark = pytest.mark.integration

@@ -7,17 +7,16 @@ mapping against the real system_schema.
 from __future__ import annotations
 
 import re
-from importlib import resources
 
 from cdc_consumer.mapping import TableSchema
-from cdc_consumer.schema import split_cql
+from cdc_consumer.schema import shipped, split_cql
 
 _CREATE = re.compile(r"CREATE TABLE IF NOT EXISTS (\w+)\s*\((.*)\)", re.DOTALL)
 _KEY = re.compile(r"PRIMARY KEY\s*\(\s*(?:\(([^)]*)\)|(\w+))\s*(?:,([^)]*))?\)")
 
 
 def cql_table_schemas() -> dict[str, TableSchema]:
-    text = (resources.files("cql") / "schema.cql").read_text(encoding="utf-8")
+    text = (shipped("cql") / "schema.cql").read_text(encoding="utf-8")
     tables = {}
     for statement in split_cql(text):
         match = _CREATE.search(statement)

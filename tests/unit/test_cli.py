@@ -1,7 +1,7 @@
 from click.testing import CliRunner
 
+from cdc_cli.cli import main
 from cdc_consumer import __version__
-from cdc_consumer.cli import main
 
 
 def test_version_prints_package_version():

@@ -18,7 +18,7 @@ import click
 import pytest
 import yaml
 
-from cdc_consumer.cli import main as cdc_cli
+from cdc_cli.cli import main as cdc_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "compose" / "docker-compose.yml"

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from connectors.config import (
     AVRO_TEMPLATE,
     MASK,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 
 
 def run(*args: str):
@@ -52,7 +52,7 @@ def test_cassandra_failing_while_statements_are_prepared_exits_1_naming_it_witho
     from cassandra import OperationTimedOut
     from cassandra.cluster import NoHostAvailable
 
-    from cdc_consumer.commands.consume import StartupError, _compile_against_live_tables
+    from cdc_cli.commands.consume import StartupError, _compile_against_live_tables
     from cdc_consumer.mapping import load_mapping
 
     class ShuttingDown:

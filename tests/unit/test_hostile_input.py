@@ -22,8 +22,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from cdc_cli.cli import main
 from cdc_consumer.avro import AvroDecoder, without_logical_types
-from cdc_consumer.cli import main
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.errors import DecodeError, InvalidAvro, InvalidJson, InvalidValue, MappingError, SchemaError
 from cdc_consumer.mapping import load_mapping

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from cdc_consumer.cli import main
-from cdc_consumer.commands.ingest import parse_duration
+from cdc_cli.cli import main
+from cdc_cli.commands.ingest import parse_duration
 
 
 def run(*args: str):

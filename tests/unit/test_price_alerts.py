@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from cdc_consumer.price_alerts import (
     PriceMoveEngine,
     Rule,

@@ -7,8 +7,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
+from cdc_cli.cli import main
 from cdc_consumer import pg
-from cdc_consumer.cli import main
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.errors import RegistryUnavailable
 from cdc_consumer.schema_registry import RegistryClient

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
+from cdc_cli.cli import main
 from cdc_consumer import kafka_clients
-from cdc_consumer.cli import main
 from cdc_consumer.config import HttpAuth, KafkaSettings, Settings
 from cdc_consumer.secrets import MASK, is_secret, mask_url, redact, split_url_credentials
 from connectors.connect_client import ConnectClient

@@ -8,7 +8,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from ingest.sim import SimMarket, SimServer
 from ingest.sim_moves import PriceMove
 

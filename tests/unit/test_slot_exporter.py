@@ -9,7 +9,7 @@ import socket
 from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
-from cdc_consumer.cli import main
+from cdc_cli.cli import main
 from cdc_consumer.config import PostgresSettings
 from connectors.slot_metrics import ReplicationSlotCollector
 

@@ -8,7 +8,7 @@ import sys
 import click
 import orjson
 
-from cdc_consumer.commands.options import alertmanager_option, kafka_option
+from cdc_cli.commands.options import alertmanager_option, kafka_option
 
 log = logging.getLogger("cdc_consumer.alerts")
 
@@ -71,9 +71,9 @@ def _metrics(port: int | None):
 def _run(rules, engine, *, topic, group, url, kafka, replay_margin_ms, metrics) -> int:
     from confluent_kafka import KafkaException
 
+    from cdc_cli.commands.ingest import stop_on_signals
     from cdc_consumer.alert_stream import AlertStream
     from cdc_consumer.alertmanager import AlertmanagerClient, AlertmanagerRejected, AlertmanagerUnavailable
-    from cdc_consumer.commands.ingest import stop_on_signals
 
     stop = stop_on_signals()
     client = AlertmanagerClient(url)

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import click
 import orjson
 
-from cdc_consumer.commands.options import kafka_option, registry_client, registry_option
+from cdc_cli.commands.options import kafka_option, registry_client, registry_option
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.errors import DecodeError
 from cdc_consumer.render import event_to_json, to_jsonable

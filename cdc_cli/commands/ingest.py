@@ -13,7 +13,7 @@ from datetime import UTC
 import click
 import orjson
 
-from cdc_consumer.commands.options import pg_dsn_option, settings
+from cdc_cli.commands.options import pg_dsn_option, settings
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.secrets import mask_url
 

@@ -24,9 +24,9 @@ import click
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from cdc_cli.commands.consume import make_decoder, mapped_session
+from cdc_cli.commands.options import cassandra_options, kafka_option, registry_option
 from cdc_consumer import kafka_clients
-from cdc_consumer.commands.consume import make_decoder, mapped_session
-from cdc_consumer.commands.options import cassandra_options, kafka_option, registry_option
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.consumer import IGNORE, ChangeConsumer, ConsumerSettings
 from cdc_consumer.dlq import (

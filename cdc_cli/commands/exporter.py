@@ -13,7 +13,7 @@ import threading
 import click
 from prometheus_client import CollectorRegistry, start_http_server
 
-from cdc_consumer.commands.options import pg_dsn_option, postgres_settings
+from cdc_cli.commands.options import pg_dsn_option, postgres_settings
 from connectors.slot_metrics import ReplicationSlotCollector
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cdc_cli.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer import cql_session, pg, schema
-from cdc_consumer.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer.identifiers import InvalidIdentifier
 
 

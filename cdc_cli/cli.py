@@ -1,4 +1,4 @@
-"""The `cdc` command: a click group whose verbs live in `cdc_consumer.commands.*`.
+"""The `cdc` command: a click group whose verbs live in `cdc_cli.commands.*`.
 
 Verbs are imported lazily so `cdc --help` and `cdc decode` do not pay for the Cassandra driver or
 librdkafka start-up.
@@ -15,19 +15,19 @@ from cdc_consumer import __version__
 
 # verb -> "module:attribute"
 VERBS: dict[str, str] = {
-    "init": "cdc_consumer.commands.init:init",
-    "decode": "cdc_consumer.commands.decode:decode",
-    "poll": "cdc_consumer.commands.ingest:poll",
-    "binance-sim": "cdc_consumer.commands.ingest:binance_sim",
-    "register-connector": "cdc_consumer.commands.connector:register_connector",
-    "connector": "cdc_consumer.commands.connector:connector",
-    "status": "cdc_consumer.commands.status:status",
-    "snapshot": "cdc_consumer.commands.connector:snapshot",
-    "consume": "cdc_consumer.commands.consume:consume",
-    "verify": "cdc_consumer.commands.verify:verify",
-    "exporter": "cdc_consumer.commands.exporter:exporter",
-    "alerts": "cdc_consumer.commands.alerts:alerts",
-    "dlq": "cdc_consumer.commands.dlq:dlq",
+    "init": "cdc_cli.commands.init:init",
+    "decode": "cdc_cli.commands.decode:decode",
+    "poll": "cdc_cli.commands.ingest:poll",
+    "binance-sim": "cdc_cli.commands.ingest:binance_sim",
+    "register-connector": "cdc_cli.commands.connector:register_connector",
+    "connector": "cdc_cli.commands.connector:connector",
+    "status": "cdc_cli.commands.status:status",
+    "snapshot": "cdc_cli.commands.connector:snapshot",
+    "consume": "cdc_cli.commands.consume:consume",
+    "verify": "cdc_cli.commands.verify:verify",
+    "exporter": "cdc_cli.commands.exporter:exporter",
+    "alerts": "cdc_cli.commands.alerts:alerts",
+    "dlq": "cdc_cli.commands.dlq:dlq",
 }
 
 

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cdc_cli.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer import cql_session, pg
 from cdc_consumer import verify as verifier
-from cdc_consumer.commands.options import cassandra_options, cassandra_settings, pg_dsn_option, postgres_settings
 from cdc_consumer.errors import MappingError
 from cdc_consumer.identifiers import validate_identifier
 from cdc_consumer.mapping import compile_mapping, describe_tables, load_mapping

@@ -12,8 +12,8 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from cdc_cli.commands.options import connect_client, connect_url_option, pg_dsn_option, settings
 from cdc_consumer import pg
-from cdc_consumer.commands.options import connect_client, connect_url_option, pg_dsn_option, settings
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from cdc_consumer.secrets import mask_url
@@ -170,7 +170,7 @@ def connector_status(name: str, connect_url: str) -> None:
     """Show the connector's and its tasks' states; exit 0 only when all are RUNNING."""
     from rich.console import Console
 
-    from cdc_consumer.commands.status import connector_table
+    from cdc_cli.commands.status import connector_table
     from connectors.health import ConnectorHealth
 
     with service_errors():

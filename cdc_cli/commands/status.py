@@ -16,7 +16,7 @@ from rich.filesize import decimal as human_bytes
 from rich.table import Table
 from rich.text import Text
 
-from cdc_consumer.commands.options import (
+from cdc_cli.commands.options import (
     cassandra_options,
     cassandra_settings,
     connect_url_option,

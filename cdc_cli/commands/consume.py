@@ -18,14 +18,14 @@ from typing import Any
 import click
 import orjson
 
-from cdc_consumer import cql_session, kafka_clients
-from cdc_consumer.commands.options import (
+from cdc_cli.commands.options import (
     cassandra_options,
     cassandra_settings,
     kafka_option,
     registry_client,
     registry_option,
 )
+from cdc_consumer import cql_session, kafka_clients
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.consumer import (
     DEFAULT_TOPICS,

@@ -1,1 +1,0 @@
-"""PostgreSQL DDL applied by `cdc init`, in file-name order (shipped as package data)."""
