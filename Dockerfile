@@ -10,6 +10,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml setup.cfg setup.py README.md ./
+COPY cdc_cli ./cdc_cli
 COPY cdc_consumer ./cdc_consumer
 COPY ingest ./ingest
 COPY connectors ./connectors
