@@ -40,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 from cdc_cli.commands.consume import make_decoder  # noqa: E402
 from cdc_consumer import cql_session, schema  # noqa: E402
 from cdc_consumer.config import Settings  # noqa: E402
+from cdc_consumer.events import RecordContext  # noqa: E402
 from tests.e2e.pipeline import Pipeline  # noqa: E402
 from tests.support import unique_name, wait_until  # noqa: E402
 
@@ -137,7 +138,7 @@ class Tap(threading.Thread):
             consumer.close()
 
     def _marker(self, message) -> None:
-        after = self.decode(message.topic(), message.key(), message.value()).after
+        after = self.decode(RecordContext.of(message), message.value()).after
         if after and after["symbol"] == MARKER:
             seq = int((after["open_time"] - DAY).total_seconds())
             self.produced.setdefault(seq, message.timestamp()[1] / 1000)

@@ -165,7 +165,8 @@ def list_(kafka: KafkaSettings, registry: str, topics: tuple[str, ...], samples:
 def _sample(decode, parked: Parked) -> dict:
     source = parked.info.get("cdc.original.topic", "")
     try:
-        event = decode(source, parked.key, parked.value, parked.headers, parked.partition, parked.offset)
+        event = decode(RecordContext(source, parked.partition, parked.offset, None, parked.headers, parked.key),
+                       parked.value)
         decoded = event_to_json(event)
     except Exception as exc:  # noqa: BLE001 - the sample shows why it does not decode
         decoded = {"undecodable": f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"}
@@ -279,7 +280,8 @@ def _dry_run(kafka, topic, group, reason, decode, mapping) -> None:
         if parked.offset < start.get(parked.partition, 0) or not matches_reason(parked.info, reason):
             continue
         try:
-            event = decode(topic, parked.key, parked.value, parked.headers, parked.partition, parked.offset)
+            event = decode(RecordContext(topic, parked.partition, parked.offset, None, parked.headers, parked.key),
+                           parked.value)
             writes = mapping.writes(event) if event.op is not None and not mapping.is_skipped(event) else []
             outcomes["would apply" if writes else "would skip"] += 1
         except Exception as exc:  # noqa: BLE001 - the dry run reports why
