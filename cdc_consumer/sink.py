@@ -3,7 +3,8 @@
 Interface (after quix-streams' BaseSink): `add(token, writes)` buffers the writes of one Kafka record,
 `flush()` sends the buffer as one chunk, `poll()` returns the tokens of records whose writes are all
 acknowledged (the consumer commits past those only), and `flush()` raises `SinkBackpressure` while
-Cassandra rejects writes, so the consumer pauses its partitions until `failing` clears.
+Cassandra rejects writes, so the consumer pauses its partitions until `failing` clears. A write is bound
+through the statements the CQL edge prepared for its target (`cql_schema.TargetStatements`).
 
 Ordering and idempotence: every statement carries `USING TIMESTAMP` = the source commit time (µs), so
 writes may reach Cassandra in any order, be retried or replayed, and the newest source change still
@@ -406,10 +407,10 @@ def partition_slices(writes: list[Write], max_rows: int) -> list[list[Write]]:
 
 def bind(write: Write):
     """The bound statement of one write: values then timestamp, or timestamp then key."""
-    target = write.target
+    statements = write.target.statements
     if write.is_delete:
-        return target.delete_binder.bind([write.timestamp, *write.key])
-    return target.insert_binder.bind([*write.values, write.timestamp])
+        return statements.delete_binder.bind([write.timestamp, *write.key])
+    return statements.insert_binder.bind([*write.values, write.timestamp])
 
 
 def collapse(writes: list[Write], stats: SinkStats | None = None) -> list[Write]:
