@@ -43,14 +43,14 @@ from confluent_kafka import (
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
-from cdc_consumer.dlq import DeadLetterQueue
+from cdc_consumer.dlq import DeadLetter
 from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.events import ChangeEvent, DecodeError, Op
 from cdc_consumer.evolution import SchemaEvolution
-from cdc_consumer.mapping import CompiledMapping, UnmappableRecord
+from cdc_consumer.mapping import CompiledMapping, UnmappableRecord, Write
 from cdc_consumer.metrics import ConsumerMetrics
 from cdc_consumer.pause_state import Pause, PauseStateFile
-from cdc_consumer.sink import CassandraSink, SinkBackpressure
+from cdc_consumer.sink_protocol import Sink, SinkBackpressure
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class Totals:
 
 class ChangeConsumer:
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
-                 sink: CassandraSink, dlq: DeadLetterQueue, metrics: ConsumerMetrics | None = None,
+                 sink: Sink[Write], dlq: Sink[DeadLetter], metrics: ConsumerMetrics | None = None,
                  pause_file: PauseStateFile | None = None,
                  record_filter: Callable[[Any], str | None] | None = None,
                  evolution: SchemaEvolution | None = None) -> None:
@@ -217,10 +217,8 @@ class ChangeConsumer:
     def _step(self) -> None:
         """After each consume(): send buffered writes, collect acknowledgements, commit, report."""
         try:
-            if self.sink.buffered:
-                self.sink.flush()
             self._release(self.sink.poll())
-            self.sink.raise_if_failing()
+            self.sink.flush()  # sends what is buffered; raises while writes fail
         except SinkBackpressure as exc:
             self._pause(exc)
         else:
@@ -231,7 +229,7 @@ class ChangeConsumer:
         if "registry_unavailable" in self.pauses and time.monotonic() >= self._hold_until:
             self._retry_held()
         self._release(self.dlq.poll(0))
-        self.dlq.raise_if_failed()
+        self.dlq.flush()  # FatalError once a DLQ copy cannot be delivered
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self._commit()
         now = time.monotonic()
@@ -244,9 +242,9 @@ class ChangeConsumer:
             self._warn_paused()
 
     def _shutdown(self) -> bool:
-        drained = self.sink.drain(self.settings.drain_timeout)
+        drained = self.sink.close(self.settings.drain_timeout)
         self._release(self.sink.poll())
-        drained = self.dlq.flush(self.settings.drain_timeout) and drained
+        drained = self.dlq.close(self.settings.drain_timeout) and drained
         self._release(self.dlq.poll(0))
         self._commit()
         if self.settings.progress_every:
@@ -363,13 +361,10 @@ class ChangeConsumer:
         """Park one record; `error_type` (cdc.error.type) defaults to the underlying error's class."""
         error_type = error_type or error.error_class
         record.table = None  # parked, not applied (a write Cassandra rejected had set it)
-        target = self.dlq.send(record, topic=record.topic, partition=record.partition, offset=record.offset,
-                               key=message.key(), value=message.value(), headers=message.headers(),
-                               error_type=error_type, reason=error.message, edge=error.edge,
-                               error_class=error.error_class, reason_tag=error.reason)
+        self.dlq.add(record, (DeadLetter(record.topic, record.partition, record.offset, message.key(), message.value(),
+                                         message.headers(), error, error_type),))  # the DLQ logs where it goes
         self.totals.dlq += 1
         self.metrics.dlq.labels(record.topic, error_type).inc()
-        log.warning("%s[%d]@%d -> %s: %s", record.topic, record.partition, record.offset, target, error.describe())
 
     def _release(self, records: list[Record]) -> None:
         """Mark acknowledged records done; count applied ones and their end-to-end lag."""
@@ -425,7 +420,7 @@ class ChangeConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish in-flight writes, commit what they completed, then let the partitions go."""
         self.sink.drain(self.settings.drain_timeout)
-        self.dlq.flush(self.settings.drain_timeout)
+        self.dlq.drain(self.settings.drain_timeout)
         self._release(self.sink.poll())
         self._release(self.dlq.poll(0))
         keys = [(tp.topic, tp.partition) for tp in partitions]

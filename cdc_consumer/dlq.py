@@ -9,19 +9,23 @@ first parked; `cdc dlq replay` re-parks a record that still fails with attempt +
 redacted (`errors.redact`): no credential reaches a header. A replayed record's older error headers are
 replaced, not repeated.
 
-A record's token is released only once the broker acknowledged its DLQ copy (acks=all, idempotent
-producer), so the consumer never commits past a bad record it has not parked. Delivery failures are
+The queue is a `sink_protocol.Sink` whose writes are `DeadLetter`s (a record that cannot be applied, and
+its error): `add(token, letters)` produces each record's DLQ copy, and the token comes back from `poll()`
+only once the broker acknowledged it (acks=all, idempotent producer), so the consumer never commits past
+a bad record it has not parked. Delivery failures are
 classified by `classify_kafka_error`: a transient one (broker away, timeout) is produced again after a
 backoff, at most `max_attempts` times (each attempt bounded by `message.timeout.ms`); a fatal one
-(authorization, unknown topic, a message too large) or running out of attempts makes `raise_if_failed`
+(authorization, unknown topic, a message too large) or running out of attempts makes `flush`
 raise FatalError("DLQ topic ... not writable"): the consumer exits non-zero instead of retrying forever.
+The DLQ never backpressures (a full local queue is served in place) and never rejects a record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,7 @@ from confluent_kafka.admin import NewTopic
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
-from cdc_consumer.errors import CdcError, FatalError, TransientError, backoff_delay, redact
+from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay, redact
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +82,33 @@ def dlq_topic(template: str, topic: str) -> str:
     return template.replace("{topic}", topic)
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that cannot be applied, and why: what the DLQ parks (its DLQ copy is the original key,
+    value and headers, with the error headers added)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None
+    error: CdcError
+    error_type: str | None = None  # cdc.error.type; default: the underlying error's class
+    attempt: int = 1  # cdc.dlq.attempt (a replay re-parks a record that still fails with attempt + 1)
+
+
+@dataclass(eq=False)
+class _Owner:
+    """A token, and how many of its DLQ copies still await acknowledgement."""
+
+    token: Hashable
+    outstanding: int
+
+
 @dataclass(eq=False)
 class _Parked:
-    token: Hashable
+    owner: _Owner
     topic: str
     key: bytes | None
     value: bytes | None
@@ -111,27 +139,39 @@ class DeadLetterQueue:
         self.pending = 0
         self.sent = 0
 
-    def send(self, token: Hashable, *, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, headers: list[tuple[str, bytes]] | None, error_type: str, reason: str,
-             edge: str = "decoder", error_class: str | None = None, reason_tag: str = "", attempt: int = 1,
-             target: str | None = None) -> str:
-        """Park one record; its token comes back from poll() once the DLQ copy is acknowledged.
-        `target` overrides the templated DLQ topic (a replay re-parks into the DLQ it read from)."""
-        target = target or dlq_topic(self.topic_template, topic)
-        self._ensure_topic(target)
-        kept = [(k, v) for k, v in headers or () if k not in ERROR_HEADERS]
-        added = error_headers(topic=topic, partition=partition, offset=offset, error_type=error_type, reason=reason,
-                              edge=edge, error_class=error_class or error_type, reason_tag=reason_tag or error_type,
-                              attempt=attempt)
-        parked = _Parked(token, target, key, value, [*kept, *added])
-        self.pending += 1
-        self._produce(parked)
-        return target
+    # ------------------------------------------------------------------ the Sink protocol (sink_protocol.py)
 
-    def raise_if_failed(self) -> None:
-        """FatalError once a DLQ copy could not be delivered for good (the consumer exits non-zero)."""
+    def add(self, token: Hashable, writes: Iterable[DeadLetter]) -> None:
+        """Park a record (its DLQ copies); its token comes back from poll() once all are acknowledged."""
+        letters = list(writes)
+        if not letters:
+            self._delivered.append(token)
+            return
+        owner = _Owner(token, len(letters))
+        for letter in letters:
+            parked = self._copy(owner, letter)
+            self._ensure_topic(parked.topic)
+            log.warning("%s[%d]@%d -> %s: %s", letter.topic, letter.partition, letter.offset, parked.topic,
+                        letter.error.describe())
+            self.pending += 1
+            self._produce(parked)
+
+    @property
+    def buffered(self) -> int:
+        return 0  # add() hands every copy to the producer at once
+
+    @property
+    def in_flight(self) -> int:
+        return self.pending
+
+    def flush(self) -> None:
+        """FatalError once a DLQ copy could not be delivered for good (the consumer exits non-zero); the
+        producer sends on its own, so nothing else is sent here."""
         if self.fatal is not None:
             raise self.fatal
+
+    def rejected(self) -> list[tuple[Hashable, PermanentRecordError]]:
+        return []  # a DLQ copy is delivered, retried, or fatal: never refused for one record
 
     def poll(self, timeout: float = 0.0) -> list[Hashable]:
         """Serve delivery reports and due retries; return tokens whose DLQ copy is acknowledged."""
@@ -143,7 +183,7 @@ class DeadLetterQueue:
         delivered, self._delivered = self._delivered, []
         return delivered
 
-    def flush(self, timeout: float) -> bool:
+    def drain(self, timeout: float) -> bool:
         """Wait until every parked record is acknowledged (True) or the deadline passes."""
         deadline = time.monotonic() + timeout
         while self.pending and self.fatal is None:
@@ -155,7 +195,18 @@ class DeadLetterQueue:
         return not self.pending
 
     def close(self, timeout: float = 10.0) -> bool:
-        return self.flush(timeout)
+        return self.drain(timeout)
+
+    def _copy(self, owner: _Owner, letter: DeadLetter, target: str | None = None) -> _Parked:
+        """The DLQ copy of a letter: to `target` (default: the templated DLQ topic of its topic)."""
+        error = letter.error
+        error_type = letter.error_type or error.error_class
+        kept = [(k, v) for k, v in letter.headers or () if k not in ERROR_HEADERS]
+        added = error_headers(topic=letter.topic, partition=letter.partition, offset=letter.offset,
+                              error_type=error_type, reason=error.message, edge=error.edge,
+                              error_class=error.error_class, reason_tag=error.reason or error_type, attempt=letter.attempt)
+        return _Parked(owner, target or dlq_topic(self.topic_template, letter.topic), letter.key, letter.value,
+                       [*kept, *added])
 
     def _produce(self, parked: _Parked) -> None:
         parked.attempts += 1
@@ -174,7 +225,9 @@ class DeadLetterQueue:
         if error is None:
             self.pending -= 1
             self.sent += 1
-            self._delivered.append(parked.token)
+            parked.owner.outstanding -= 1
+            if not parked.owner.outstanding:
+                self._delivered.append(parked.owner.token)
             return
         classified = classify_kafka_error(error, parked.topic)
         if isinstance(classified, TransientError) and parked.attempts >= self.max_attempts:
@@ -237,11 +290,10 @@ class ReparkingQueue(DeadLetterQueue):
         super().__init__(bootstrap, create_topics=False, **kwargs)
         self.dlq_topic_name = dlq_topic_name
 
-    def send(self, token: Hashable, *, topic: str, partition: int, offset: int, key: bytes | None,
-             value: bytes | None, headers: list[tuple[str, bytes]] | None, **error: Any) -> str:
-        parked = header_map(headers)
-        attempt = int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1
-        return super().send(token, topic=parked.get("cdc.original.topic", topic),
-                            partition=int(parked.get("cdc.original.partition", partition)),
-                            offset=int(parked.get("cdc.original.offset", offset)), key=key, value=value,
-                            headers=headers, **{**error, "attempt": attempt, "target": self.dlq_topic_name})
+    def _copy(self, owner: _Owner, letter: DeadLetter, target: str | None = None) -> _Parked:
+        parked = header_map(letter.headers)
+        original = dataclasses.replace(letter, topic=parked.get("cdc.original.topic", letter.topic),
+                                       partition=int(parked.get("cdc.original.partition", letter.partition)),
+                                       offset=int(parked.get("cdc.original.offset", letter.offset)),
+                                       attempt=int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1)
+        return super()._copy(owner, original, self.dlq_topic_name)

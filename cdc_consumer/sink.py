@@ -1,8 +1,8 @@
 """Cassandra writer: buffered row operations -> collapsed, partition-grouped UNLOGGED batches.
 
-Interface (after quix-streams' BaseSink): `add(token, writes)` buffers the writes of one Kafka record,
-`flush()` sends the buffer as one chunk, `poll()` returns the tokens of records whose writes are all
-acknowledged (the consumer commits past those only), and `flush()` raises `SinkBackpressure` while
+A `sink_protocol.Sink` (after quix-streams' BaseSink): `add(token, writes)` buffers the writes of one Kafka
+record, `flush()` sends the buffer as one chunk, `poll()` returns the tokens of records whose writes are
+all acknowledged (the consumer commits past those only), and `flush()` raises `SinkBackpressure` while
 Cassandra rejects writes, so the consumer pauses its partitions until `failing` clears. A write is bound
 through the statements the CQL edge prepared for its target (`cql_schema.TargetStatements`).
 
@@ -42,17 +42,9 @@ from cdc_consumer.cql_session import classify_cassandra_error
 from cdc_consumer.errors import FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.mapping import Write
 from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.sink_protocol import SinkBackpressure
 
 log = logging.getLogger(__name__)
-
-
-class SinkBackpressure(TransientError):
-    """Cassandra writes are failing transiently; pause consumption, they are retried after `retry_after` s."""
-
-    def __init__(self, retry_after: float, cause: TransientError) -> None:
-        super().__init__(f"Cassandra writes failing ({cause.error_class}: {cause.message}); retrying in "
-                         f"{retry_after:.1f}s", edge="cassandra", reason=cause.reason, error_class=cause.error_class)
-        self.retry_after = retry_after
 
 
 @dataclass(eq=False)
@@ -210,6 +202,10 @@ class CassandraSink:
                 return False
             self._drain_completions(min(remaining, 0.05))
             self._resend_due()
+
+    def close(self, timeout: float) -> bool:
+        """Drain; the session belongs to the caller, who shuts it down."""
+        return self.drain(timeout)
 
     # ------------------------------------------------------------------------- internals
 
