@@ -147,7 +147,7 @@ class Totals:
 
 class ChangeConsumer:
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
-                 sink: Sink[Write], dlq: Sink[DeadLetter], metrics: ConsumerMetrics | None = None,
+                 sink: Sink[Record, Write], dlq: Sink[Record, DeadLetter], metrics: ConsumerMetrics | None = None,
                  pause_file: PauseStateFile | None = None,
                  record_filter: Callable[[Any], str | None] | None = None,
                  evolution: SchemaEvolution | None = None) -> None:

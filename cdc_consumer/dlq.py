@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
@@ -35,6 +35,7 @@ from confluent_kafka.admin import NewTopic
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay, redact
+from cdc_consumer.sink_protocol import Token
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class DeadLetter:
 class _Owner:
     """A token, and how many of its DLQ copies still await acknowledgement."""
 
-    token: Hashable
+    token: Any
     outstanding: int
 
 
@@ -117,7 +118,7 @@ class _Parked:
     retry_at: float = 0.0
 
 
-class DeadLetterQueue:
+class DeadLetterQueue(Generic[Token]):
     def __init__(self, bootstrap: str, *, topic_template: str = DEFAULT_TOPIC_TEMPLATE,
                  create_topics: bool = True, retry_max: float = 5.0, max_attempts: int = 3,
                  delivery_timeout: float = 30.0, extra_config: dict | None = None,
@@ -134,14 +135,14 @@ class DeadLetterQueue:
         self._producer = kafka_clients.producer(kafka, config)
         self._admin = kafka_clients.admin(kafka) if create_topics else None
         self._known_topics: set[str] = set()
-        self._delivered: list[Hashable] = []
+        self._delivered: list[Token] = []
         self._retry: list[_Parked] = []
         self.pending = 0
         self.sent = 0
 
     # ------------------------------------------------------------------ the Sink protocol (sink_protocol.py)
 
-    def add(self, token: Hashable, writes: Iterable[DeadLetter]) -> None:
+    def add(self, token: Token, writes: Iterable[DeadLetter]) -> None:
         """Park a record (its DLQ copies); its token comes back from poll() once all are acknowledged."""
         letters = list(writes)
         if not letters:
@@ -170,10 +171,10 @@ class DeadLetterQueue:
         if self.fatal is not None:
             raise self.fatal
 
-    def rejected(self) -> list[tuple[Hashable, PermanentRecordError]]:
+    def rejected(self) -> list[tuple[Token, PermanentRecordError]]:
         return []  # a DLQ copy is delivered, retried, or fatal: never refused for one record
 
-    def poll(self, timeout: float = 0.0) -> list[Hashable]:
+    def poll(self, timeout: float = 0.0) -> list[Token]:
         """Serve delivery reports and due retries; return tokens whose DLQ copy is acknowledged."""
         self._producer.poll(timeout)
         now = time.monotonic()

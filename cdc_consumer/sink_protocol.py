@@ -21,12 +21,13 @@ Implemented by `sink.CassandraSink` (writes: `mapping.Write`) and `dlq.DeadLette
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from typing import Protocol, TypeVar, runtime_checkable
 
 from cdc_consumer.errors import PermanentRecordError, TransientError
 
-W_contra = TypeVar("W_contra", contravariant=True)
+Token = TypeVar("Token")  # the token of a record: opaque to the sink, handed back as it was given
+W_contra = TypeVar("W_contra", contravariant=True)  # the sink's kind of write
 
 
 class SinkBackpressure(TransientError):
@@ -39,7 +40,7 @@ class SinkBackpressure(TransientError):
 
 
 @runtime_checkable
-class Sink(Protocol[W_contra]):
+class Sink(Protocol[Token, W_contra]):
     """A destination of records' writes that hands back each record's token once it is done."""
 
     @property
@@ -48,13 +49,13 @@ class Sink(Protocol[W_contra]):
     @property
     def in_flight(self) -> int: ...
 
-    def add(self, token: Hashable, writes: Iterable[W_contra]) -> None: ...
+    def add(self, token: Token, writes: Iterable[W_contra]) -> None: ...
 
     def flush(self) -> None: ...
 
-    def poll(self, timeout: float = 0.0) -> list[Hashable]: ...
+    def poll(self, timeout: float = 0.0) -> list[Token]: ...
 
-    def rejected(self) -> list[tuple[Hashable, PermanentRecordError]]: ...
+    def rejected(self) -> list[tuple[Token, PermanentRecordError]]: ...
 
     def drain(self, timeout: float) -> bool: ...
 
