@@ -261,3 +261,17 @@ class TestStartupErrors:
         bad.write_text("tables: [unclosed")
         with pytest.raises(MappingError, match="not valid YAML"):
             load_mapping(bad)
+
+
+def test_the_package_path_keeps_every_public_name_callers_import():
+    """cdc_consumer.mapping is a package (spec, compile, writer); the old module's public names stay importable
+    from it (the C extension's callers and the other modules import them from there)."""
+    import cdc_consumer.mapping as package
+
+    names = ("MappingError", "UnmappableRecord", "ColumnSpec", "TargetSpec", "TableSpec", "MappingSpec",
+             "default_mapping_path", "load_mapping", "parse_mapping", "MAX_MAPPING_BYTES", "MAX_MAPPING_NODES",
+             "MAX_REPORTED_PROBLEMS", "ON_DELETE", "NULLS_ON_CREATE", "SCHEMA_EVOLUTION", "TableSchema",
+             "describe_tables", "CompiledColumn", "Write", "TargetWriter", "native_converter", "CompiledTable",
+             "CompiledMapping", "compile_mapping", "statements_for")
+    assert [name for name in names if not hasattr(package, name)] == []
+    assert package.default_mapping_path().name == "mapping.yaml" and package.default_mapping_path().is_file()
