@@ -127,7 +127,7 @@ def run_raw_driver(session, keyspace: str, stream: list[tuple[bytes, bytes]]) ->
     """The same rows as the consumer writes, inserted with execute_concurrent (decode/map untimed)."""
     mapping = compile_mapping(load_mapping(), describe_tables(session, keyspace), session.prepare, keyspace)
     decoder = Decoder()
-    statements = [(w.target.insert, [*w.values, w.timestamp])
+    statements = [(w.target.statements.insert, [*w.values, w.timestamp])
                   for key, value in stream for w in mapping.writes(decoder.decode("bench", key, value))]
     start = time.perf_counter()
     execute_concurrent(session, statements, concurrency=100, raise_on_first_error=True, results_generator=False)

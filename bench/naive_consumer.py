@@ -51,7 +51,7 @@ def main() -> int:
             event = decoder.decode(message.topic(), message.key(), message.value(), message.headers(),
                                    message.partition(), message.offset())
             for write in mapping.writes(event):  # one synchronous round trip per row
-                session.execute(write.target.insert, [*write.values, write.timestamp])
+                session.execute(write.target.statements.insert, [*write.values, write.timestamp])
             count += 1
         seconds = time.perf_counter() - first
     finally:

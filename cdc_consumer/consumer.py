@@ -43,7 +43,7 @@ from confluent_kafka import (
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
-from cdc_consumer.dlq import DeadLetterQueue
+from cdc_consumer.dlq import DeadLetter
 from cdc_consumer.errors import (
     ClassifiedError,
     DecodeError,
@@ -57,10 +57,10 @@ from cdc_consumer.errors import (
 )
 from cdc_consumer.events import ChangeEvent, Op, RecordContext
 from cdc_consumer.evolution import SchemaEvolution
-from cdc_consumer.mapping import CompiledMapping
+from cdc_consumer.mapping import CompiledMapping, Write
 from cdc_consumer.metrics import ConsumerMetrics
 from cdc_consumer.pause_state import Pause, PauseStateFile
-from cdc_consumer.sink import CassandraSink
+from cdc_consumer.sink_protocol import Sink
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class Totals:
 
 class ChangeConsumer:
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
-                 sink: CassandraSink, dlq: DeadLetterQueue, metrics: ConsumerMetrics | None = None,
+                 sink: Sink[Record, Write], dlq: Sink[Record, DeadLetter], metrics: ConsumerMetrics | None = None,
                  pause_file: PauseStateFile | None = None,
                  record_filter: Callable[[Any], str | None] | None = None,
                  evolution: SchemaEvolution | None = None) -> None:
@@ -227,10 +227,8 @@ class ChangeConsumer:
     def _step(self) -> None:
         """After each consume(): send buffered writes, collect acknowledgements, commit, report."""
         try:
-            if self.sink.buffered:
-                self.sink.flush()
             self._release(self.sink.poll())
-            self.sink.raise_if_failing()
+            self.sink.flush()  # sends what is buffered; raises while writes fail
         except SinkBackpressure as exc:
             self._pause(exc)
         else:
@@ -241,7 +239,7 @@ class ChangeConsumer:
         if "registry_unavailable" in self.pauses and time.monotonic() >= self._hold_until:
             self._retry_held()
         self._release(self.dlq.poll(0))
-        self.dlq.raise_if_failed()
+        self.dlq.flush()  # FatalError once a DLQ copy cannot be delivered
         if time.monotonic() - self._last_commit >= self.settings.commit_interval:
             self._commit()
         now = time.monotonic()
@@ -254,9 +252,9 @@ class ChangeConsumer:
             self._warn_paused()
 
     def _shutdown(self) -> bool:
-        drained = self.sink.drain(self.settings.drain_timeout)
+        drained = self.sink.close(self.settings.drain_timeout)
         self._release(self.sink.poll())
-        drained = self.dlq.flush(self.settings.drain_timeout) and drained
+        drained = self.dlq.close(self.settings.drain_timeout) and drained
         self._release(self.dlq.poll(0))
         self._commit()
         if self.settings.progress_every:
@@ -373,12 +371,9 @@ class ChangeConsumer:
         """Park one record; `error_type` (cdc.error.type) defaults to the underlying error's class."""
         error_type = error_type or error.error_class
         record.table = None  # parked, not applied (a write Cassandra rejected had set it)
-        target = self.dlq.send(record, RecordContext.of(message), message.value(), error_type=error_type,
-                               reason=error.message, edge=error.edge, error_class=error.error_class,
-                               reason_tag=error.reason)
+        self.dlq.add(record, (DeadLetter(RecordContext.of(message), message.value(), error, error_type),))
         self.totals.dlq += 1
         self.metrics.dlq.labels(record.topic, error_type).inc()
-        log.warning("%s[%d]@%d -> %s: %s", record.topic, record.partition, record.offset, target, error.describe())
 
     def _release(self, records: list[Record]) -> None:
         """Mark acknowledged records done; count applied ones and their end-to-end lag."""
@@ -434,7 +429,7 @@ class ChangeConsumer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish in-flight writes, commit what they completed, then let the partitions go."""
         self.sink.drain(self.settings.drain_timeout)
-        self.dlq.flush(self.settings.drain_timeout)
+        self.dlq.drain(self.settings.drain_timeout)
         self._release(self.sink.poll())
         self._release(self.dlq.poll(0))
         keys = [(tp.topic, tp.partition) for tp in partitions]

@@ -9,12 +9,15 @@ first parked; `cdc dlq replay` re-parks a record that still fails with attempt +
 redacted (`secrets.mask_text`): no credential reaches a header. A replayed record's older error headers are
 replaced, not repeated.
 
-A record's token is released only once the broker acknowledged its DLQ copy (acks=all, idempotent
-producer), so the consumer never commits past a bad record it has not parked. Delivery failures are
+The queue is a `sink_protocol.Sink` whose writes are `DeadLetter`s (a record that cannot be applied, and
+its error): `add(token, letters)` produces each record's DLQ copy, and the token comes back from `poll()`
+only once the broker acknowledged it (acks=all, idempotent producer), so the consumer never commits past
+a bad record it has not parked. Delivery failures are
 classified by `classify_kafka_error`: a transient one (broker away, timeout) is produced again after a
 backoff, at most `max_attempts` times (each attempt bounded by `message.timeout.ms`); a fatal one
-(authorization, unknown topic, a message too large) or running out of attempts makes `raise_if_failed`
+(authorization, unknown topic, a message too large) or running out of attempts makes `flush`
 raise FatalError("DLQ topic ... not writable"): the consumer exits non-zero instead of retrying forever.
+The DLQ never backpressures (a full local queue is served in place) and never rejects a record.
 """
 
 from __future__ import annotations
@@ -22,18 +25,19 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import NewTopic
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
-from cdc_consumer.errors import ClassifiedError, FatalError, TransientError, backoff_delay
+from cdc_consumer.errors import ClassifiedError, FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.events import RecordContext
 from cdc_consumer.secrets import mask_text
+from cdc_consumer.sink_protocol import Token
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +85,29 @@ def dlq_topic(template: str, topic: str) -> str:
     return template.replace("{topic}", topic)
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record that cannot be applied, and why: what the DLQ parks (its DLQ copy is the original key,
+    value and headers, with the error headers added)."""
+
+    record: RecordContext  # where it came from: topic, partition, offset, key and headers
+    value: bytes | None
+    error: ClassifiedError
+    error_type: str | None = None  # cdc.error.type; default: the underlying error's class
+    attempt: int = 1  # cdc.dlq.attempt (a replay re-parks a record that still fails with attempt + 1)
+
+
+@dataclass(eq=False)
+class _Owner:
+    """A token, and how many of its DLQ copies still await acknowledgement."""
+
+    token: Any
+    outstanding: int
+
+
 @dataclass(eq=False)
 class _Parked:
-    token: Hashable
+    owner: _Owner
     topic: str
     key: bytes | None
     value: bytes | None
@@ -92,7 +116,7 @@ class _Parked:
     retry_at: float = 0.0
 
 
-class DeadLetterQueue:
+class DeadLetterQueue(Generic[Token]):
     def __init__(self, bootstrap: str, *, topic_template: str = DEFAULT_TOPIC_TEMPLATE,
                  create_topics: bool = True, retry_max: float = 5.0, max_attempts: int = 3,
                  delivery_timeout: float = 30.0, extra_config: dict | None = None,
@@ -109,34 +133,47 @@ class DeadLetterQueue:
         self._producer = kafka_clients.producer(kafka, config)
         self._admin = kafka_clients.admin(kafka) if create_topics else None
         self._known_topics: set[str] = set()
-        self._delivered: list[Hashable] = []
+        self._delivered: list[Token] = []
         self._retry: list[_Parked] = []
         self.pending = 0
         self.sent = 0
 
-    def send(self, token: Hashable, record: RecordContext, value: bytes | None, *, error_type: str, reason: str,
-             edge: str = "decoder", error_class: str | None = None, reason_tag: str = "", attempt: int = 1,
-             target: str | None = None) -> str:
-        """Park one record; its token comes back from poll() once the DLQ copy is acknowledged.
-        `target` overrides the templated DLQ topic (a replay re-parks into the DLQ it read from)."""
-        target = target or dlq_topic(self.topic_template, record.topic)
-        self._ensure_topic(target)
-        kept = [(k, v) for k, v in record.headers or () if k not in ERROR_HEADERS]
-        added = error_headers(topic=record.topic, partition=record.partition, offset=record.offset,
-                              error_type=error_type, reason=reason,
-                              edge=edge, error_class=error_class or error_type, reason_tag=reason_tag or error_type,
-                              attempt=attempt)
-        parked = _Parked(token, target, record.key, value, [*kept, *added])
-        self.pending += 1
-        self._produce(parked)
-        return target
+    # ------------------------------------------------------------------ the Sink protocol (sink_protocol.py)
 
-    def raise_if_failed(self) -> None:
-        """FatalError once a DLQ copy could not be delivered for good (the consumer exits non-zero)."""
+    def add(self, token: Token, writes: Iterable[DeadLetter]) -> None:
+        """Park a record (its DLQ copies); its token comes back from poll() once all are acknowledged."""
+        letters = list(writes)
+        if not letters:
+            self._delivered.append(token)
+            return
+        owner = _Owner(token, len(letters))
+        for letter in letters:
+            parked = self._copy(owner, letter)
+            self._ensure_topic(parked.topic)
+            origin = letter.record
+            log.warning("%s[%d]@%d -> %s: %s", origin.topic, origin.partition, origin.offset, parked.topic,
+                        letter.error.describe())
+            self.pending += 1
+            self._produce(parked)
+
+    @property
+    def buffered(self) -> int:
+        return 0  # add() hands every copy to the producer at once
+
+    @property
+    def in_flight(self) -> int:
+        return self.pending
+
+    def flush(self) -> None:
+        """FatalError once a DLQ copy could not be delivered for good (the consumer exits non-zero); the
+        producer sends on its own, so nothing else is sent here."""
         if self.fatal is not None:
             raise self.fatal
 
-    def poll(self, timeout: float = 0.0) -> list[Hashable]:
+    def rejected(self) -> list[tuple[Token, PermanentRecordError]]:
+        return []  # a DLQ copy is delivered, retried, or fatal: never refused for one record
+
+    def poll(self, timeout: float = 0.0) -> list[Token]:
         """Serve delivery reports and due retries; return tokens whose DLQ copy is acknowledged."""
         self._producer.poll(timeout)
         now = time.monotonic()
@@ -146,7 +183,7 @@ class DeadLetterQueue:
         delivered, self._delivered = self._delivered, []
         return delivered
 
-    def flush(self, timeout: float) -> bool:
+    def drain(self, timeout: float) -> bool:
         """Wait until every parked record is acknowledged (True) or the deadline passes."""
         deadline = time.monotonic() + timeout
         while self.pending and self.fatal is None:
@@ -158,7 +195,19 @@ class DeadLetterQueue:
         return not self.pending
 
     def close(self, timeout: float = 10.0) -> bool:
-        return self.flush(timeout)
+        return self.drain(timeout)
+
+    def _copy(self, owner: _Owner, letter: DeadLetter, target: str | None = None) -> _Parked:
+        """The DLQ copy of a letter: to `target` (default: the templated DLQ topic of its topic)."""
+        error = letter.error
+        error_type = letter.error_type or error.error_class
+        kept = [(k, v) for k, v in letter.record.headers or () if k not in ERROR_HEADERS]
+        record = letter.record
+        added = error_headers(topic=record.topic, partition=record.partition, offset=record.offset,
+                              error_type=error_type, reason=error.message, edge=error.edge,
+                              error_class=error.error_class, reason_tag=error.reason or error_type, attempt=letter.attempt)
+        return _Parked(owner, target or dlq_topic(self.topic_template, record.topic), record.key, letter.value,
+                       [*kept, *added])
 
     def _produce(self, parked: _Parked) -> None:
         parked.attempts += 1
@@ -177,7 +226,9 @@ class DeadLetterQueue:
         if error is None:
             self.pending -= 1
             self.sent += 1
-            self._delivered.append(parked.token)
+            parked.owner.outstanding -= 1
+            if not parked.owner.outstanding:
+                self._delivered.append(parked.owner.token)
             return
         classified = classify_kafka_error(error, parked.topic)
         if isinstance(classified, TransientError) and parked.attempts >= self.max_attempts:
@@ -240,10 +291,12 @@ class ReparkingQueue(DeadLetterQueue):
         super().__init__(bootstrap, create_topics=False, **kwargs)
         self.dlq_topic_name = dlq_topic_name
 
-    def send(self, token: Hashable, record: RecordContext, value: bytes | None, **error: Any) -> str:
+    def _copy(self, owner: _Owner, letter: DeadLetter, target: str | None = None) -> _Parked:
+        record = letter.record
         parked = header_map(record.headers)
-        attempt = int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1
-        original = dataclasses.replace(record, topic=parked.get("cdc.original.topic", record.topic),
-                                       partition=int(parked.get("cdc.original.partition", record.partition)),
-                                       offset=int(parked.get("cdc.original.offset", record.offset)))
-        return super().send(token, original, value, **{**error, "attempt": attempt, "target": self.dlq_topic_name})
+        origin = dataclasses.replace(record, topic=parked.get("cdc.original.topic", record.topic),
+                                     partition=int(parked.get("cdc.original.partition", record.partition)),
+                                     offset=int(parked.get("cdc.original.offset", record.offset)))
+        original = dataclasses.replace(letter, record=origin,
+                                       attempt=int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1)
+        return super()._copy(owner, original, self.dlq_topic_name)

@@ -1,9 +1,10 @@
 """Cassandra writer: buffered row operations -> collapsed, partition-grouped UNLOGGED batches.
 
-Interface (after quix-streams' BaseSink): `add(token, writes)` buffers the writes of one Kafka record,
-`flush()` sends the buffer as one chunk, `poll()` returns the tokens of records whose writes are all
-acknowledged (the consumer commits past those only), and `flush()` raises `SinkBackpressure` while
-Cassandra rejects writes, so the consumer pauses its partitions until `failing` clears.
+A `sink_protocol.Sink` (after quix-streams' BaseSink): `add(token, writes)` buffers the writes of one Kafka
+record, `flush()` sends the buffer as one chunk, `poll()` returns the tokens of records whose writes are
+all acknowledged (the consumer commits past those only), and `flush()` raises `SinkBackpressure` while
+Cassandra rejects writes, so the consumer pauses its partitions until `failing` clears. A write is bound
+through the statements the CQL edge prepared for its target (`cql_schema.TargetStatements`).
 
 Ordering and idempotence: every statement carries `USING TIMESTAMP` = the source commit time (µs), so
 writes may reach Cassandra in any order, be retried or replayed, and the newest source change still
@@ -31,9 +32,9 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Hashable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic
 
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
@@ -41,6 +42,7 @@ from cdc_consumer.cql_session import classify_cassandra_error
 from cdc_consumer.errors import FatalError, PermanentRecordError, SinkBackpressure, TransientError, backoff_delay
 from cdc_consumer.mapping import Write
 from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.sink_protocol import Token
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ log = logging.getLogger(__name__)
 class _Chunk:
     """The records of one flush: their writes (token i owns writes[spans[i]:spans[i+1]])."""
 
-    tokens: list[Hashable]
+    tokens: list[Any]
     writes: list[Write]
     spans: list[int]
     outstanding: int = 0
@@ -59,7 +61,7 @@ class _Chunk:
         end = self.spans[index + 1] if index + 1 < len(self.spans) else len(self.writes)
         return self.writes[self.spans[index]:end]
 
-    def releasable(self) -> list[Hashable]:
+    def releasable(self) -> list[Any]:
         if not self.isolated:
             return self.tokens
         return [t for i, t in enumerate(self.tokens) if i not in self.isolated]
@@ -69,7 +71,7 @@ class _Chunk:
 class _Isolation:
     """One record of a rejected request, its writes re-sent one statement each."""
 
-    token: Hashable
+    token: Any
     outstanding: int = 0
     error: PermanentRecordError | None = None
 
@@ -95,7 +97,7 @@ class SinkStats:
     collapsed: int = 0
 
 
-class CassandraSink:
+class CassandraSink(Generic[Token]):
     def __init__(self, session, *, max_batch_rows: int = 25, max_in_flight: int = 32,
                  retry_initial: float = 0.2, retry_max: float = 5.0, metrics: ConsumerMetrics | None = None) -> None:
         self.session = session
@@ -106,20 +108,20 @@ class CassandraSink:
         self.metrics = metrics
         self.stats = SinkStats()
         self._writes: list[Write] = []
-        self._tokens: list[Hashable] = []
+        self._tokens: list[Token] = []
         self._spans: list[int] = []  # where each buffered token's writes start in _writes
         self._completions: queue.SimpleQueue = queue.SimpleQueue()
         self._in_flight = 0
         self._retry: list[_Request] = []  # failed requests waiting for their next attempt
         self._unresolved: set[_Request] = set()  # failed requests not yet succeeded (waiting or re-sent)
-        self._released: list[Hashable] = []
-        self._rejected: list[tuple[Hashable, PermanentRecordError]] = []
+        self._released: list[Token] = []
+        self._rejected: list[tuple[Token, PermanentRecordError]] = []
         self._last_error: TransientError | None = None
         self._fatal: FatalError | None = None
 
     # -------------------------------------------------------------------------- interface
 
-    def add(self, token: Hashable, writes: Iterable[Write]) -> None:
+    def add(self, token: Token, writes: Iterable[Write]) -> None:
         """Buffer the writes of one record; its token comes back from poll() once all are acknowledged."""
         self._spans.append(len(self._writes))
         self._writes.extend(writes)
@@ -147,7 +149,7 @@ class CassandraSink:
             retry_at = min(r.retry_at for r in self._unresolved)
             raise SinkBackpressure(max(0.0, retry_at - time.monotonic()), self._last_error)
 
-    def rejected(self) -> list[tuple[Hashable, PermanentRecordError]]:
+    def rejected(self) -> list[tuple[Token, PermanentRecordError]]:
         """Tokens of records Cassandra rejects for good, with the error (the consumer parks them in the DLQ)."""
         rejected, self._rejected = self._rejected, []
         return rejected
@@ -176,7 +178,7 @@ class CassandraSink:
             self._wait_for_slot()
             self._send(request)
 
-    def poll(self, timeout: float = 0.0) -> list[Hashable]:
+    def poll(self, timeout: float = 0.0) -> list[Token]:
         """Handle acknowledgements and due retries; return tokens of records now fully applied."""
         self._drain_completions(timeout)
         self._resend_due()
@@ -200,6 +202,10 @@ class CassandraSink:
                 return False
             self._drain_completions(min(remaining, 0.05))
             self._resend_due()
+
+    def close(self, timeout: float) -> bool:
+        """Drain; the session belongs to the caller, who shuts it down."""
+        return self.drain(timeout)
 
     # ------------------------------------------------------------------------- internals
 
@@ -238,7 +244,7 @@ class CassandraSink:
         chunk.tokens, chunk.writes, chunk.spans = kept.tokens, kept.writes, kept.spans
         return [_Request(chunk, *statement) for statement in self._statements(collapse(chunk.writes, self.stats))]
 
-    def _reject(self, token: Hashable, exc: BaseException) -> None:
+    def _reject(self, token: Token, exc: BaseException) -> None:
         error = classify_cassandra_error(exc)
         if isinstance(error, FatalError):
             self._fatal = error
@@ -397,10 +403,11 @@ def partition_slices(writes: list[Write], max_rows: int) -> list[list[Write]]:
 
 def bind(write: Write):
     """The bound statement of one write: values then timestamp, or timestamp then key."""
-    target = write.target
+    statements = write.target.statements
+    assert statements is not None, "a mapping compiled without a session cannot be written"
     if write.is_delete:
-        return target.delete_binder.bind([write.timestamp, *write.key])
-    return target.insert_binder.bind([*write.values, write.timestamp])
+        return statements.delete_binder.bind([write.timestamp, *write.key])
+    return statements.insert_binder.bind([*write.values, write.timestamp])
 
 
 def collapse(writes: list[Write], stats: SinkStats | None = None) -> list[Write]:

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from cdc_cli.cli import main
-from cdc_consumer import mapping, schema
+from cdc_consumer import schema
+from cdc_consumer.mapping import writer as mapping_writer
 from tests.oracle import assert_replicated, compare
 
 pytestmark = pytest.mark.integration
@@ -101,8 +102,8 @@ def test_verify_computes_expected_rows_without_the_native_writer(replicated, mon
             return write
         return upsert
 
-    monkeypatch.setattr(mapping, "_cql_native", mapping._cql_native or object())
-    monkeypatch.setattr(mapping, "native_converter", corrupted)
+    monkeypatch.setattr(mapping_writer, "_cql_native", mapping_writer._cql_native or object())
+    monkeypatch.setattr(mapping_writer, "native_converter", corrupted)
     dsn, keyspace, _ = replicated
     result, report = run_verify(dsn, keyspace)
     assert result.exit_code == 0, result.output

@@ -80,9 +80,6 @@ class IdleSink:
     def poll(self):
         return []
 
-    def raise_if_failing(self):
-        pass
-
     def rejected(self):
         return []
 
@@ -94,10 +91,10 @@ class IdleDlq:
     def poll(self, timeout):
         return []
 
-    def raise_if_failed(self):
+    def flush(self):
         pass
 
-    def flush(self, timeout):
+    def drain(self, timeout):
         return True
 
 

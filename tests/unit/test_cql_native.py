@@ -20,12 +20,13 @@ from cassandra.query import UNSET_VALUE
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cdc_consumer import cql_values, mapping
+from cdc_consumer import cql_values
 from cdc_consumer.conversions import CONVERSIONS, Conversion
 from cdc_consumer.cql_values import StatementBinder
 from cdc_consumer.errors import ConversionError, UnmappableRecord
 from cdc_consumer.events import UNAVAILABLE
 from cdc_consumer.mapping import CompiledColumn, TargetWriter, Write, compile_mapping, load_mapping
+from cdc_consumer.mapping import writer as mapping_writer
 from tests.unit.cql_tables import cql_table_schemas
 
 native = pytest.importorskip("cdc_consumer._cql_native")
@@ -209,7 +210,7 @@ def test_upsert_chooses_the_null_and_returns_a_write():
 
 
 def test_without_the_extension_upsert_is_the_python_loop(monkeypatch):
-    monkeypatch.setattr(mapping, "_cql_native", None)
+    monkeypatch.setattr(mapping_writer, "_cql_native", None)
     writer = writer_of(("c", "s", "double"))
     assert writer._upsert == writer.upsert_python
     assert writer.upsert({"k": "k", "s": Decimal("0.1")}, create=True, timestamp=5, order=()).values == ["k", 0.1]

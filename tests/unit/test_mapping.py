@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -171,11 +172,37 @@ class TestTopicGlobs:
 class TestStatements:
     def test_values_are_bind_markers_and_every_write_carries_a_timestamp(self, mapping):
         writer = next(w for w in mapping.writers if w.table == "order_book")
-        insert, delete = statements_for(writer, "market.")
+        insert, delete = statements_for(writer.table, [c.column for c in writer.columns], writer.primary_key, "market")
         assert insert == ("INSERT INTO market.order_book (symbol, side, level, price, price_exact, quantity, "
                           "quantity_exact, last_update_id, snapshot_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                           "USING TIMESTAMP ?")
         assert delete == "DELETE FROM market.order_book USING TIMESTAMP ? WHERE symbol = ? AND side = ? AND level = ?"
+
+    def test_each_writer_is_built_with_the_statements_prepared_for_its_table(self):
+        prepared = []
+
+        def prepare(cql):  # stands in for Session.prepare: a statement without bind-marker metadata
+            prepared.append(cql)
+            return types.SimpleNamespace(cql=cql, protocol_version=4, column_metadata=[])
+
+        compiled = compile_mapping(load_mapping(), cql_table_schemas(), prepare, "market")
+        assert len(prepared) == 2 * len(compiled.writers)  # one INSERT and one DELETE per target, nothing else
+        book = next(w for w in compiled.writers if w.table == "order_book")
+        assert book.statements.insert.cql.startswith("INSERT INTO market.order_book (symbol, side, level, price, ")
+        assert book.statements.delete.cql == ("DELETE FROM market.order_book USING TIMESTAMP ? "
+                                              "WHERE symbol = ? AND side = ? AND level = ?")
+        assert book.statements.insert_binder.prepared is book.statements.insert
+        assert book.statements.delete_binder.prepared is book.statements.delete
+
+    def test_nothing_is_prepared_for_a_mapping_that_does_not_fit(self):
+        prepared = []
+        schemas = {name: schema for name, schema in cql_table_schemas().items() if name != "order_book"}
+        with pytest.raises(MappingError, match="order_book"):
+            compile_mapping(load_mapping(), schemas, prepared.append, "market")
+        assert prepared == []
+
+    def test_without_a_session_the_writers_have_no_statements(self, mapping):
+        assert {w.statements for w in mapping.writers} == {None}
 
 
 class TestStartupErrors:
@@ -227,3 +254,17 @@ class TestStartupErrors:
         bad.write_text("tables: [unclosed")
         with pytest.raises(MappingError, match="not valid YAML"):
             load_mapping(bad)
+
+
+def test_the_package_path_keeps_every_public_name_callers_import():
+    """cdc_consumer.mapping is a package (spec, compile, writer); the old module's public names stay importable
+    from it (the C extension's callers and the other modules import them from there)."""
+    import cdc_consumer.mapping as package
+
+    names = ("MappingError", "UnmappableRecord", "ColumnSpec", "TargetSpec", "TableSpec", "MappingSpec",
+             "default_mapping_path", "load_mapping", "parse_mapping", "MAX_MAPPING_BYTES", "MAX_MAPPING_NODES",
+             "MAX_REPORTED_PROBLEMS", "ON_DELETE", "NULLS_ON_CREATE", "SCHEMA_EVOLUTION", "TableSchema",
+             "describe_tables", "CompiledColumn", "Write", "TargetWriter", "native_converter", "CompiledTable",
+             "CompiledMapping", "compile_mapping", "statements_for")
+    assert [name for name in names if not hasattr(package, name)] == []
+    assert package.default_mapping_path().name == "mapping.yaml" and package.default_mapping_path().is_file()

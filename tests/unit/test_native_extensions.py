@@ -9,7 +9,8 @@ import importlib.util
 
 import pytest
 
-from cdc_consumer import decoder, mapping
+from cdc_consumer import decoder
+from cdc_consumer.mapping import writer as mapping_writer
 
 
 @pytest.mark.parametrize("module", ["_avro_native", "_json_native", "_cql_native"])
@@ -22,4 +23,4 @@ def test_extension_is_built(module):
 def test_the_hot_path_uses_the_native_code_by_default():
     assert decoder.Decoder().native
     assert decoder._json_native is not None
-    assert mapping._cql_native is not None
+    assert mapping_writer._cql_native is not None
