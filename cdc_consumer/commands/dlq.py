@@ -14,6 +14,7 @@ new, or only the records it re-parked, and writes the same values with the same 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
@@ -235,7 +236,8 @@ def _replay(kafka, topic, group, reason, decode, mapping, session, timeout) -> N
                                 kafka_config=dict(kafka.properties))
     consumer = ChangeConsumer(settings, _original_topic_decoder(decode), mapping, CassandraSink(session),
                               ReparkingQueue(kafka.bootstrap, topic, kafka=kafka),
-                              record_filter=_replay_filter(reason, ends))
+                              record_filter=_replay_filter(reason, ends),
+                              kafka_consumer=functools.partial(kafka_clients.consumer, kafka))
     finished = _UntilReplayed(consumer, todo, timeout)
     try:
         consumer.run(finished)
