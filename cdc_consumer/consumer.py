@@ -34,9 +34,9 @@ import logging
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -286,8 +286,7 @@ class ChangeConsumer:
         else:
             if self.pauses:
                 self._clear_pause("cassandra_unavailable")
-        for record, error in self.sink.rejected():
-            self._to_dlq(record, record.message, error)
+        self._park_rejected()
         if "registry_unavailable" in self.pauses and time.monotonic() >= self._hold_until:
             self._retry_held()
         self._release(self.dlq.poll(0))
@@ -404,8 +403,7 @@ class ChangeConsumer:
                 self.sink.flush()
             except SinkBackpressure as exc:
                 self._pause(exc)
-            for rejected, error in self.sink.rejected():
-                self._to_dlq(rejected, rejected.message, error)
+            self._park_rejected()
 
     def _skip(self, record: Record, reason: str, event: ChangeEvent) -> None:
         if reason == "truncate":
@@ -428,10 +426,17 @@ class ChangeConsumer:
         self.metrics.dlq.labels(record.topic, error_type).inc()
         log.warning("%s[%d]@%d -> %s: %s", record.topic, record.partition, record.offset, target, error.describe())
 
-    def _release(self, records: list[Record]) -> None:
+    def _park_rejected(self) -> None:
+        """Records whose writes Cassandra rejected for good go to the DLQ (permanent for the record)."""
+        for token, error in self.sink.rejected():
+            record = cast(Record, token)  # the sink hands back the tokens this loop gave it: Records
+            self._to_dlq(record, record.message, error)
+
+    def _release(self, tokens: list[Hashable]) -> None:
         """Mark acknowledged records done; count applied ones and their end-to-end lag."""
-        if not records:
+        if not tokens:
             return
+        records = cast("list[Record]", tokens)  # the sink and the DLQ hand back this loop's tokens: Records
         now_us = time.time() * 1e6
         applied: Tally = Tally()
         for record in records:
@@ -513,8 +518,7 @@ class ChangeConsumer:
         deadline = time.monotonic() + self.settings.drain_timeout
         drained = self.sink.drain(self.settings.drain_timeout)
         self._release(self.sink.poll())
-        for record, error in self.sink.rejected():
-            self._to_dlq(record, record.message, error)
+        self._park_rejected()
         drained = self.dlq.flush(max(0.0, deadline - time.monotonic())) and drained
         self._release(self.dlq.poll(0))
         return drained
@@ -640,9 +644,12 @@ class ChangeConsumer:
             return total
         for (topic, partition), progress in self.progress.items():
             try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=1.0)
+                watermarks = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=1.0)
             except KafkaException:
                 continue
+            if watermarks is None:  # librdkafka's answer to a timeout
+                continue
+            _, high = watermarks
             if "kafka_unavailable" in self.pauses:
                 self._clear_pause("kafka_unavailable")  # the broker answers again
             position = progress.committed

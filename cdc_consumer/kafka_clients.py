@@ -95,7 +95,7 @@ class ErrorWatch(logging.Handler):
     def cause(self) -> str | None:
         error, line = self.error, self.log_line
         kind = self._CAUSES.get(error.code()) if error is not None else None
-        text = error.str() if kind else (line or (error.str() if error is not None else None))
+        text = error.str() if kind and error is not None else (line or (error.str() if error is not None else None))
         if text is None:
             return None
         text = redact(re.sub(r"^\S+ \[[^]]*\] \[[^]]*\]: ", "", text), self._settings.secrets)
