@@ -38,7 +38,7 @@ from typing import Any
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
 from cdc_consumer.cql_session import classify_cassandra_error
-from cdc_consumer.errors import FatalError, PermanentRecordError, TransientError, backoff_delay
+from cdc_consumer.errors import CdcError, FatalError, PermanentRecordError, TransientError, backoff_delay
 from cdc_consumer.mapping import Write
 from cdc_consumer.metrics import ConsumerMetrics
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class SinkBackpressure(TransientError):
     """Cassandra writes are failing transiently; pause consumption, they are retried after `retry_after` s."""
 
-    def __init__(self, retry_after: float, cause: TransientError) -> None:
+    def __init__(self, retry_after: float, cause: CdcError) -> None:
         super().__init__(f"Cassandra writes failing ({cause.error_class}: {cause.message}); retrying in "
                          f"{retry_after:.1f}s", edge="cassandra", reason=cause.reason, error_class=cause.error_class)
         self.retry_after = retry_after
@@ -123,7 +123,7 @@ class CassandraSink:
         self._unresolved: set[_Request] = set()  # failed requests not yet succeeded (waiting or re-sent)
         self._released: list[Hashable] = []
         self._rejected: list[tuple[Hashable, PermanentRecordError]] = []
-        self._last_error: TransientError | None = None
+        self._last_error: CdcError | None = None  # transient (the classifier's third kind)
         self._fatal: FatalError | None = None
 
     # -------------------------------------------------------------------------- interface
@@ -407,8 +407,11 @@ def partition_slices(writes: list[Write], max_rows: int) -> list[list[Write]]:
 def bind(write: Write):
     """The bound statement of one write: values then timestamp, or timestamp then key."""
     target = write.target
-    if write.is_delete:
-        return target.delete_binder.bind([write.timestamp, *write.key])
+    if write.values is None:  # a delete
+        binder = target.delete_binder
+        assert binder is not None, "compile_mapping gives every writer its binders"
+        return binder.bind([write.timestamp, *write.key])
+    assert target.insert_binder is not None, "compile_mapping gives every writer its binders"
     return target.insert_binder.bind([*write.values, write.timestamp])
 
 
@@ -441,6 +444,7 @@ def _newest(group: list[Write]) -> list[Write]:
         elif upsert is None:
             upsert = write
         else:
+            assert upsert.values is not None and write.values is not None  # neither is a delete
             merged = [new if new is not UNSET_VALUE else old for old, new in zip(upsert.values, write.values)]
             upsert = Write(write.target, write.key, merged, write.timestamp, write.order)
     if deleted is not None and upsert is not None and deleted.timestamp >= upsert.timestamp:
