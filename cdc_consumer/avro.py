@@ -48,7 +48,7 @@ from cdc_consumer.decoder import MAX_SCHEMA_DEPTH, Decoder, native_event_types
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, DecodeError
 
 try:
-    from cdc_consumer import _avro_native
+    import cdc_consumer._avro_native as _avro_native
 except ImportError:  # the C extension was not built: fastavro reads every record
     _avro_native = None
 
