@@ -471,7 +471,9 @@ class ChangeConsumer:
         try:
             results = self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:  # the whole request failed, e.g. a rebalance in progress
-            self._commit_failed([_commit_error(exc.args[0], offsets)])
+            cause = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else KafkaError(
+                KafkaError._FAIL, str(exc))
+            self._commit_failed([_commit_error(cause, offsets)])
             return
         failures = []
         for tp in results:
