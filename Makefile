@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK := compose/native/stack
 
-.PHONY: venv test unit-test test-secure demo bench sanitize stack-up stack-down stack-status clean
+.PHONY: venv lint test unit-test test-secure demo bench sanitize stack-up stack-down stack-status clean
 
 venv: $(VENV)/.installed
 
@@ -28,8 +28,13 @@ bench: venv
 unit-test: venv
 	$(BIN)/pytest -q tests/unit
 
-# Starts the native stack unless it is already running, runs every test, stops what it started.
-test: venv
+# ruff over the tree, mypy over cdc_consumer, ingest and connectors ([mypy] in setup.cfg).
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Lint first; then starts the native stack unless it is already running, runs every test, stops what it started.
+test: venv lint
 	$(STACK) with -- $(BIN)/pytest -q tests
 
 # Only the secured-deployment tests: they start `stack up --secure` in a state dir and on ports of their

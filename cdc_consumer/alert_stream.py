@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from cdc_consumer.alertmanager import AlertmanagerClient, AlertmanagerUnavailable, epoch_ms
 from cdc_consumer.config import KafkaSettings
@@ -33,6 +34,9 @@ from cdc_consumer.decoder import Decoder
 from cdc_consumer.errors import DecodeError
 from cdc_consumer.events import Op, RecordContext
 from cdc_consumer.price_alerts import ALERT_NAME, SOURCE_LABEL, AlertUpdate, PriceMoveEngine
+
+if TYPE_CHECKING:  # confluent_kafka is imported where it is used (the CLI starts without it)
+    from confluent_kafka import Consumer
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +103,26 @@ class AlertStream:
         self.metrics = metrics or AlertMetrics()
         self.replay_until: dict[int, int] = {}
         self.kafka = kafka  # bootstrap and the user's client properties (security)
-        self.consumer = None
+        self.consumer: Consumer | None = None
         self._stop = threading.Event()
 
     # -- start-up ---------------------------------------------------------------------------------
     def _connect(self):
         from cdc_consumer import kafka_clients
 
-        self.consumer = kafka_clients.consumer(self.kafka, {
+        consumer = self.consumer = kafka_clients.consumer(self.kafka, {
             "group.id": self.group, "enable.auto.commit": False,
             "auto.offset.reset": "latest", "enable.partition.eof": False,
             # Alertmanager outages are retried inside the loop; stay in the group meanwhile.
             "max.poll.interval.ms": 900_000, "topic.metadata.refresh.interval.ms": 5000,
             "partition.assignment.strategy": "range"})
-        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    @property
+    def _connected(self) -> Consumer:
+        if self.consumer is None:
+            raise RuntimeError("the alert stream is not connected (run() connects)")
+        return self.consumer
 
     def adopt_active_alerts(self) -> int:
         """Adopt Alertmanager's active alerts of this source, so a restart never fires them again."""
@@ -155,16 +165,16 @@ class AlertStream:
             while not stop.is_set():
                 self._step(self._next_batch(batch))
         finally:
-            self.consumer.close()
+            self._connected.close()
         return self.stats
 
     def _next_batch(self, size: int) -> list:
         """Wait (up to 0.2 s) for one record, then take what is already fetched: consume(n, timeout) alone
         would hold a lone record until n arrive or the timeout passes, adding up to 0.2 s to each alert."""
-        first = self.consumer.poll(0.2)
+        first = self._connected.poll(0.2)
         if first is None:
             return []
-        return [first, *self.consumer.consume(size - 1, timeout=0)]
+        return [first, *self._connected.consume(size - 1, timeout=0)]
 
     def _step(self, messages) -> None:
         updates: list[AlertUpdate] = []
@@ -217,7 +227,7 @@ class AlertStream:
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
-            self.consumer.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in ends.items()],
+            self._connected.commit(offsets=[TopicPartition(self.topic, p, o) for p, o in ends.items()],
                                  asynchronous=False)
         except KafkaException as exc:  # e.g. a rebalance took the partition: its new owner replays
             log.warning("offset commit failed (records will be re-evaluated after the rebalance): %s", exc)

@@ -47,7 +47,7 @@ from cdc_consumer.errors import DecodeError, InvalidAvro, InvalidValue, SchemaEr
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, RecordContext
 
 try:
-    from cdc_consumer import _avro_native
+    import cdc_consumer._avro_native as _avro_native
 except ImportError:  # the C extension was not built: fastavro reads every record
     _avro_native = None
 
@@ -230,13 +230,14 @@ def _native_leaf(schema: Mapping[str, Any], kind: str, name: str | None, params:
                  convert: Converter | None) -> tuple:
     """The extension's reading of a leaf: its own conversion for the hot Connect types, else a call of `convert`."""
     extra = (schema["size"],) if kind == "fixed" else (tuple(schema["symbols"]),) if kind == "enum" else ()
+    conversion: tuple | None  # the extension's own conversion (grammar atop _avro_native.c), None: none
     if name == DECIMAL and kind in ("bytes", "fixed"):
         precision = params.get("connect.decimal.precision")
         conversion = ("decimal", int(params["scale"]), None if precision is None else int(precision))
     elif name == _ZONED_TIMESTAMP and kind == "string":
         conversion = ("zoned_timestamp", convert)  # `convert` handles offsets other than UTC
     else:
-        conversion = _NATIVE_INTEGER_CONVERSIONS.get(name) if kind in ("int", "long") else None
+        conversion = _NATIVE_INTEGER_CONVERSIONS.get(name) if name is not None and kind in ("int", "long") else None
     if conversion is None and convert is not None:
         return ("call", (kind, None, *extra), convert)
     return (kind, conversion, *extra)
@@ -256,7 +257,7 @@ def _describe(avro_type: Any) -> tuple[str, str]:
         non_null = [t for t in avro_type if t != "null"]
         avro_type = non_null[0] if len(non_null) == 1 else "union"
     if isinstance(avro_type, dict):
-        kind = avro_type.get("type")
+        kind = str(avro_type.get("type"))
         connect_type = "array" if kind == "array" else _AVRO_PRIMITIVES.get(kind, "struct")
         return connect_type, avro_type.get("connect.name") or str(kind)
     return _AVRO_PRIMITIVES.get(avro_type, "struct"), str(avro_type)

@@ -5,7 +5,13 @@ arrival order; it is *done* when its Cassandra writes are acknowledged, its DLQ 
 or it was deliberately skipped. The committed offset of a partition is 1 + the last offset of its
 done prefix, so a commit never passes an unapplied record. Writes are idempotent (USING TIMESTAMP from
 the source), so records redelivered after a crash or rebalance change nothing: at-least-once delivery
-plus idempotent writes = exactly once in effect.
+plus idempotent writes = exactly once in effect. A synchronous commit answers per partition: a partition
+whose commit failed (group rebalancing, coordinator moving) stays uncommitted and is sent again on the next
+commit tick; an authorization refusal is fatal. A revoke and the shutdown drain the sink and the DLQ within
+one shared deadline (`drain_timeout`).
+
+The Kafka consumer comes from a factory (`kafka_consumer`): `cdc consume` passes kafka_clients.consumer,
+the unit tests a fake (tests/unit/fakes.py), so pause, resume, revoke, lost and commit run without a broker.
 
 Failures are classified per edge into the three kinds of `cdc_consumer.errors`:
 - transient (Cassandra unavailable/timeouts/overloaded, registry unreachable or 5xx): all assigned
@@ -25,24 +31,20 @@ Failures are classified per edge into the three kinds of `cdc_consumer.errors`:
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     KafkaException,
     TopicPartition,
 )
 
-from cdc_consumer import kafka_clients
-from cdc_consumer.config import KafkaSettings
 from cdc_consumer.dlq import DeadLetter
 from cdc_consumer.errors import (
     ClassifiedError,
@@ -69,6 +71,43 @@ ON_TRUNCATE = ("ignore", "dlq")
 
 IGNORE = "<ignore>"  # a record_filter's answer for a record this run must not handle nor commit past
 DecodeFn = Callable[[RecordContext, Any], ChangeEvent]  # (where the record came from, its value bytes)
+
+
+class KafkaConsumer(Protocol):
+    """The part of confluent_kafka.Consumer the loop uses (a fake one drives the unit tests)."""
+
+    def subscribe(self, topics: list[str], on_assign: Any = ..., on_revoke: Any = ..., on_lost: Any = ...) -> None: ...
+    def consume(self, num_messages: int = ..., timeout: float = ...) -> list[Any]: ...
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def seek(self, partition: TopicPartition) -> None: ...
+    def commit(self, *, offsets: list[TopicPartition], asynchronous: Literal[False]) -> list[TopicPartition]: ...
+    def get_watermark_offsets(self, partition: TopicPartition, timeout: float = ...) -> tuple[int, int] | None: ...
+    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]: ...
+    def close(self) -> None: ...
+
+
+class StopSignal(Protocol):
+    """What run() polls between batches: a threading.Event, or `cdc dlq replay`'s end-of-replay test."""
+
+    def is_set(self) -> bool: ...
+
+
+# Builds the loop's Kafka consumer from ConsumerSettings.consumer_config(): in `cdc consume`,
+# functools.partial(kafka_clients.consumer, kafka_settings); in the unit tests, a fake.
+KafkaConsumerFactory = Callable[[dict[str, Any]], KafkaConsumer]
+
+# Per-partition commit errors (TopicPartition.error after a synchronous commit). Group-membership churn
+# is retried on the next commit tick (the offsets stay uncommitted, at worst records come again);
+# a refused authorization cannot heal by itself: the process stops with a clear message.
+COMMIT_RETRIED = frozenset({
+    KafkaError.REBALANCE_IN_PROGRESS, KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._WAIT_COORD,
+})
+COMMIT_FATAL = frozenset({KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED})
 
 
 @dataclass
@@ -156,14 +195,18 @@ class Totals:
 
 
 class ChangeConsumer:
+    """The loop. Its Kafka consumer comes from `kafka_consumer` (called once per run() with the settings'
+    consumer config), so a fake one can drive pause, resume, revoke, lost and commit in unit tests."""
+
     def __init__(self, settings: ConsumerSettings, decode: DecodeFn, mapping: CompiledMapping,
                  sink: Sink[Record, Write], dlq: Sink[Record, DeadLetter], metrics: ConsumerMetrics | None = None,
                  pause_file: PauseStateFile | None = None,
                  record_filter: Callable[[Any], str | None] | None = None,
-                 evolution: SchemaEvolution | None = None) -> None:
+                 evolution: SchemaEvolution | None = None, *, kafka_consumer: KafkaConsumerFactory) -> None:
         if settings.on_truncate not in ON_TRUNCATE:
             raise ValueError(f"on_truncate must be one of {', '.join(ON_TRUNCATE)}")
         self.settings = settings
+        self.kafka_consumer = kafka_consumer
         self.decode = decode
         self.mapping = mapping
         self.sink = sink
@@ -181,7 +224,9 @@ class ChangeConsumer:
         self._hold_attempts = 0
         self._hold_until = 0.0
         self._last_pause_warning = 0.0
-        self._consumer: Consumer | None = None
+        self._consumer: KafkaConsumer | None = None
+        self._commit_failing_since: float | None = None
+        self._last_commit_warning = 0.0
         self._rewound: set[tuple[str, int]] = set()
         self._last_commit = 0.0
         self._last_progress = time.monotonic()
@@ -192,35 +237,50 @@ class ChangeConsumer:
 
     # ------------------------------------------------------------------------------ main loop
 
-    def run(self, stop: threading.Event) -> bool:
+    def run(self, stop: StopSignal) -> bool:
         """Consume until `stop` is set; then drain, commit and leave the group. True if fully drained."""
-        consumer = self._consumer = kafka_clients.consumer(
-            KafkaSettings(self.settings.bootstrap, self.settings.kafka_config), self.settings.consumer_config())
-        consumer.subscribe(list(self.settings.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
-                           on_lost=self._on_lost)
-        log.info("consuming %s as group %s", ", ".join(self.settings.topics), self.settings.group)
-        self._publish_pauses()
+        self.start()
         try:
             while not stop.is_set():
-                messages = consumer.consume(self.settings.batch_size, self.settings.max_wait)
-                for message in messages:
-                    self._handle(message)
-                self._step()
+                self.poll_once()
             return self._shutdown()
         except FatalError as exc:
             self._stop_after_fatal(exc)
             raise
         finally:
-            consumer.close()
+            self.close()
+
+    def start(self) -> None:
+        """Build the Kafka consumer and subscribe (partitions arrive through _on_assign during consume())."""
+        consumer = self._consumer = self.kafka_consumer(self.settings.consumer_config())
+        consumer.subscribe(list(self.settings.topics), on_assign=self._on_assign, on_revoke=self._on_revoke,
+                           on_lost=self._on_lost)
+        log.info("consuming %s as group %s", ", ".join(self.settings.topics), self.settings.group)
+        self._publish_pauses()
+
+    def poll_once(self) -> None:
+        """One turn of the loop: a batch from Kafka through decode and mapping into the sink, then _step."""
+        assert self._consumer is not None, "start() first"
+        for message in self._consumer.consume(self.settings.batch_size, self.settings.max_wait):
+            self._handle(message)
+        self._step()
+
+    def close(self) -> None:
+        """Leave the group (without committing: run() commits before) and remove the pause-state file."""
+        if self._consumer is not None:
+            self._consumer.close()
             self._consumer = None
-            if self.pause_file is not None:
-                self.pause_file.remove()
+        if self.pause_file is not None:
+            self.pause_file.remove()
 
     def _stop_after_fatal(self, exc: FatalError) -> None:
         """Commit what is done (never past an unapplied record) and say why the process stops."""
         self._release(self.sink.poll())
         self._release(self.dlq.poll(0))
-        self._commit()
+        try:
+            self._commit()
+        except FatalError as commit_error:  # the commit itself is refused: nothing more can be saved
+            log.error("final commit refused: %s", commit_error.message)
         log.error("stopping: %s (%s edge; consumed %d, applied %d, dlq %d; nothing past an unapplied record "
                   "was committed)", exc.message, exc.edge, self.totals.consumed, self.totals.applied, self.totals.dlq)
 
@@ -234,8 +294,7 @@ class ChangeConsumer:
         else:
             if self.pauses:
                 self._clear_pause("cassandra_unavailable")
-        for record, error in self.sink.rejected():
-            self._to_dlq(record, record.message, error)
+        self._park_rejected()
         if "registry_unavailable" in self.pauses and time.monotonic() >= self._hold_until:
             self._retry_held()
         self._release(self.dlq.poll(0))
@@ -252,10 +311,7 @@ class ChangeConsumer:
             self._warn_paused()
 
     def _shutdown(self) -> bool:
-        drained = self.sink.close(self.settings.drain_timeout)
-        self._release(self.sink.poll())
-        drained = self.dlq.close(self.settings.drain_timeout) and drained
-        self._release(self.dlq.poll(0))
+        drained = self._drain()
         self._commit()
         if self.settings.progress_every:
             self._report_progress()  # the final figures, after the drain: what this process applied in all
@@ -355,8 +411,7 @@ class ChangeConsumer:
                 self.sink.flush()
             except SinkBackpressure as exc:
                 self._pause(exc)
-            for rejected, error in self.sink.rejected():
-                self._to_dlq(rejected, rejected.message, error)
+            self._park_rejected()
 
     def _skip(self, record: Record, reason: str, event: ChangeEvent) -> None:
         if reason == "truncate":
@@ -375,10 +430,17 @@ class ChangeConsumer:
         self.totals.dlq += 1
         self.metrics.dlq.labels(record.topic, error_type).inc()
 
-    def _release(self, records: list[Record]) -> None:
+    def _park_rejected(self) -> None:
+        """Records whose writes Cassandra rejected for good go to the DLQ (permanent for the record)."""
+        for token, error in self.sink.rejected():
+            record = cast(Record, token)  # the sink hands back the tokens this loop gave it: Records
+            self._to_dlq(record, record.message, error)
+
+    def _release(self, tokens: list[Hashable]) -> None:
         """Mark acknowledged records done; count applied ones and their end-to-end lag."""
-        if not records:
+        if not tokens:
             return
+        records = cast("list[Record]", tokens)  # the sink and the DLQ hand back this loop's tokens: Records
         now_us = time.time() * 1e6
         applied: Tally = Tally()
         for record in records:
@@ -401,21 +463,50 @@ class ChangeConsumer:
     # ------------------------------------------------------------------------------ offsets
 
     def _commit(self, partitions: list[tuple[str, int]] | None = None) -> None:
+        """Commit the done prefix of each (given) partition; a partition whose commit fails stays uncommitted
+        and is tried again on the next commit tick, unless the failure is fatal (FatalError)."""
         self._last_commit = time.monotonic()
         keys = partitions if partitions is not None else list(self.progress)
-        offsets = [TopicPartition(t, p, self.progress[(t, p)].position) for t, p in keys
-                   if (t, p) in self.progress and self.progress[(t, p)].uncommitted]
+        offsets = [TopicPartition(t, p, position) for t, p in keys
+                   if (t, p) in self.progress and self.progress[(t, p)].uncommitted
+                   and (position := self.progress[(t, p)].position) is not None]
         if not offsets or self._consumer is None:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:  # e.g. a rebalance in progress: the records will be redelivered
-            log.warning("offset commit failed (records will be consumed again, writes are idempotent): %s", exc)
+            results = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # the whole request failed, e.g. a rebalance in progress
+            cause = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else KafkaError(
+                KafkaError._FAIL, str(exc))
+            self._commit_failed([_commit_error(cause, offsets)])
             return
-        for tp in offsets:
-            self.progress[(tp.topic, tp.partition)].committed = tp.offset
+        failures = []
+        for tp in results:
+            if tp.error is not None:
+                failures.append(_commit_error(tp.error, [tp]))
+            elif (tp.topic, tp.partition) in self.progress:
+                self.progress[(tp.topic, tp.partition)].committed = tp.offset
+        if failures:
+            self._commit_failed(failures)
+        elif self._commit_failing_since is not None:
+            log.info("offset commits succeed again after %.1fs", time.monotonic() - self._commit_failing_since)
+            self._commit_failing_since = None
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _commit_failed(self, failures: list[ClassifiedError]) -> None:
+        """Fatal ones stop the process; the others are logged (once, then every warning interval) and left
+        for the next commit tick: the offsets stay uncommitted, nothing is lost (writes are idempotent)."""
+        for failure in failures:
+            if isinstance(failure, FatalError):
+                raise failure
+        now = time.monotonic()
+        if self._commit_failing_since is None:
+            self._commit_failing_since = now
+        elif now - self._last_commit_warning < self._pause_warning_every:
+            return
+        self._last_commit_warning = now
+        log.warning("offset commit failed, retried on the next commit (records may be consumed again, writes "
+                    "are idempotent): %s", "; ".join(f.message for f in failures))
+
+    def _on_assign(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.progress[(tp.topic, tp.partition)] = PartitionProgress()
             if self.settings.from_beginning and (tp.topic, tp.partition) not in self._rewound:
@@ -426,12 +517,21 @@ class ChangeConsumer:
             consumer.pause(partitions)
         log.info("assigned %s", _describe(partitions))
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Finish in-flight writes, commit what they completed, then let the partitions go."""
-        self.sink.drain(self.settings.drain_timeout)
-        self.dlq.drain(self.settings.drain_timeout)
+    def _drain(self) -> bool:
+        """Finish in-flight work within ONE deadline of drain_timeout: Cassandra writes first, then the DLQ
+        (which also takes what Cassandra rejected meanwhile) with whatever time the sink left. True if all
+        was acknowledged; what was not stays uncommitted and is consumed again."""
+        deadline = time.monotonic() + self.settings.drain_timeout
+        drained = self.sink.drain(self.settings.drain_timeout)
         self._release(self.sink.poll())
+        self._park_rejected()
+        drained = self.dlq.drain(max(0.0, deadline - time.monotonic())) and drained
         self._release(self.dlq.poll(0))
+        return drained
+
+    def _on_revoke(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
+        """Finish in-flight writes (one shared deadline), commit what they completed, then let the partitions go."""
+        self._drain()
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._commit(keys)
         for key in keys:
@@ -439,7 +539,7 @@ class ChangeConsumer:
             self._held.pop(key, None)
         log.info("revoked %s", _describe(partitions))
 
-    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.progress.pop((tp.topic, tp.partition), None)
             self._held.pop((tp.topic, tp.partition), None)
@@ -550,9 +650,12 @@ class ChangeConsumer:
             return total
         for (topic, partition), progress in self.progress.items():
             try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=1.0)
+                watermarks = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=1.0)
             except KafkaException:
                 continue
+            if watermarks is None:  # librdkafka's answer to a timeout
+                continue
+            _, high = watermarks
             if "kafka_unavailable" in self.pauses:
                 self._clear_pause("kafka_unavailable")  # the broker answers again
             position = progress.committed
@@ -584,6 +687,19 @@ def _classify_decode_error(exc: DecodeError) -> ClassifiedError:
 
         return classify_registry_error(exc)
     return PermanentRecordError(exc.reason, edge="decoder", reason="undecodable", error_class=type(exc).__name__)
+
+
+def _commit_error(error: KafkaError, partitions: list[TopicPartition]) -> ClassifiedError:
+    """Classify a commit failure: authorization refused is fatal, anything else is retried on the next tick
+    (COMMIT_RETRIED names the expected ones: group rebalancing, coordinator moving, timeouts)."""
+    where = _describe(partitions)
+    if error.code() in COMMIT_FATAL:
+        return FatalError(f"offset commit of {where} refused: {error.name()}: {error.str()} (grant the consumer "
+                          f"group READ on its group and topics)", edge="kafka", reason="commit_unauthorized",
+                          error_class=error.name())
+    expected = "" if error.code() in COMMIT_RETRIED else " (unexpected)"
+    return TransientError(f"{where}: {error.name()}: {error.str()}{expected}", edge="kafka",
+                          reason="commit_failed", error_class=error.name())
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 from cassandra.query import UNSET_VALUE, BoundStatement
 
 try:  # the C loop of StatementBinder.bind (setup.py builds it; without a compiler the Python loop runs)
-    from cdc_consumer import _cql_native
+    import cdc_consumer._cql_native as _cql_native
 except ImportError:  # pragma: no cover - depends on the build
     _cql_native = None
 
@@ -40,6 +40,8 @@ def serialize_decimal(value: Decimal) -> bytes:
     if point >= 0:
         return _INT32(len(text) - point - 1) + _varint(int(text[:point] + text[point + 1:]))
     sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # 'n', 'N' or 'F': NaN, sNaN, Infinity
+        raise ValueError(f"a CQL decimal cannot hold {value}")
     if exponent > 0:  # e.g. Decimal("1E+3"): keep the driver's negative-scale representation
         unscaled = int("".join(map(str, digits))) * (-1 if sign else 1)
         return _INT32(-exponent) + _varint(unscaled)
@@ -96,8 +98,10 @@ def _for_column(cql_type, protocol_version: int) -> Callable[[Any], bytes]:
     if fast is None:
         return lambda value: generic(value, protocol_version)
 
+    fast_types = expected or ()
+
     def serialize(value: Any) -> bytes:
-        return fast(value) if type(value) in expected else generic(value, protocol_version)
+        return fast(value) if type(value) in fast_types else generic(value, protocol_version)
 
     return serialize
 

@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal, overload
 
 from cdc_consumer.errors import DecodeError, InexactNumber, InvalidValue, SchemaError
 from cdc_consumer.events import UNAVAILABLE
@@ -231,6 +231,10 @@ def brief(value: Any, most: int = 40) -> str:
     return text if len(text) <= most else text[:most - 3] + "..."
 
 
+@overload
+def _int_param(params: Mapping[str, Any], key: str, what: str, *, required: Literal[True]) -> int: ...
+@overload
+def _int_param(params: Mapping[str, Any], key: str, what: str, *, required: bool) -> int | None: ...
 def _int_param(params: Mapping[str, Any], key: str, what: str, *, required: bool) -> int | None:
     raw = params.get(key)
     if raw is None:
@@ -291,10 +295,9 @@ def _decimal_from_number(value: Any, scale: int) -> Decimal:
         raise InexactNumber()
     if value.__class__ is bool or not isinstance(value, (int, Decimal)):
         raise TypeError(f"{value!r} is neither base64 nor a number")
-    number = Decimal(value)
-    if not number.is_finite():
+    sign, digits, exponent = Decimal(value).as_tuple()
+    if not isinstance(exponent, int):  # 'n', 'N' or 'F': NaN, sNaN, Infinity
         raise ValueError(f"{value!r} is not a finite decimal")
-    sign, digits, exponent = number.as_tuple()
     if exponent < -scale:
         raise ValueError(f"{value} has more than {scale} decimal places")
     return Decimal((sign, digits + (0,) * (exponent + scale), -scale))

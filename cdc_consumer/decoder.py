@@ -53,7 +53,7 @@ from cdc_consumer.errors import DecodeError, InexactNumber, InvalidJson, Invalid
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, RecordContext
 
 try:
-    from cdc_consumer import _json_native
+    import cdc_consumer._json_native as _json_native
 except ImportError:  # the C extension was not built: the Python converters decode every record
     _json_native = None
 
@@ -100,7 +100,8 @@ def _compile_node(schema: Any, placeholder: str, what: str, wire: Wire, depth: i
         if not isinstance(fields, list):
             raise SchemaError(f"{what}: struct without a 'fields' list")
         compiled = [_compile_field(field, placeholder, wire, what, depth + 1) for field in fields]
-        convert = StructConverter((name, node.convert, describe, form) for name, node, describe, form in compiled)
+        convert: Converter | None = StructConverter((name, node.convert, describe, form)
+                                                    for name, node, describe, form in compiled)
         if len({name for name, *_ in compiled}) < len(compiled):  # one entry per name in StructConverter
             return _Node(convert, ("call", convert))
         return _Node(convert, ("struct", tuple((name, node.plan, form) for name, node, _, form in compiled), convert))
@@ -159,6 +160,10 @@ class _Compiled:
 
     __slots__ = ("codec", "convert", "event_program", "exact_numbers", "key_program", "native_convert",
                  "native_event", "text")
+    convert: Converter | None
+    text: bytes | None
+    key_program: Any  # _json_native.Program, or None
+    event_program: Any
 
     def __init__(self, root: _Node | None, codec: EnvelopeCodec, *, native: bool = False) -> None:
         self.convert = None if root is None else root.convert
@@ -300,6 +305,7 @@ class Decoder:
         return payload
 
     def _python_key(self, compiled: _Compiled, payload: Any) -> Any:
+        assert compiled.convert is not None, "called for a key schema that converts"
         try:
             return compiled.convert(payload)
         except InexactNumber:
@@ -330,12 +336,12 @@ class Decoder:
             if document["schema"] is None:
                 return self._untyped, document["payload"]
             text = orjson.dumps(document["schema"], option=orjson.OPT_SORT_KEYS)
-            compiled = self._by_canonical.get(text)
-            if compiled is None:
-                compiled = self._by_canonical[text] = self._compile(document["schema"])
-            if compiled.exact_numbers and not exact:
+            known = self._by_canonical.get(text)
+            if known is None:
+                known = self._by_canonical[text] = self._compile(document["schema"])
+            if known.exact_numbers and not exact:
                 return self._document(data, exact=True)
-            return compiled, document["payload"]
+            return known, document["payload"]
         return self._untyped, document
 
     def _known_schema(self, data: bytes) -> tuple[int, _Compiled] | None:

@@ -25,11 +25,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 from confluent_kafka.admin import NewTopic
 
 from cdc_consumer import kafka_clients
@@ -111,7 +111,7 @@ class _Parked:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]]
+    headers: list[tuple[str, str | bytes | None]]  # as Producer.produce takes them
     attempts: int = 0
     retry_at: float = 0.0
 
@@ -211,10 +211,13 @@ class DeadLetterQueue(Generic[Token]):
 
     def _produce(self, parked: _Parked) -> None:
         parked.attempts += 1
+        def delivered(error: KafkaError | None, _message: Message) -> None:
+            self._on_delivery(error, parked)
+
         while True:
             try:
                 self._producer.produce(parked.topic, value=parked.value, key=parked.key, headers=parked.headers,
-                                       on_delivery=lambda err, msg, p=parked: self._on_delivery(err, p))
+                                       on_delivery=delivered)
                 return
             except BufferError:  # local queue full: serve deliveries, then try again
                 self._producer.poll(0.1)
@@ -262,7 +265,7 @@ class DeadLetterQueue(Generic[Token]):
 
 # --- reading and replaying a DLQ (`cdc dlq list|replay`) ------------------------------------------------
 
-def header_map(headers: list[tuple[str, bytes]] | None) -> dict[str, str]:
+def header_map(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
     """The last value of each header, decoded (error headers are ASCII or UTF-8 text)."""
     return {k: (v or b"").decode("utf-8", "replace") for k, v in headers or ()}
 

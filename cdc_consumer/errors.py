@@ -156,7 +156,7 @@ class ConversionError(CdcError, ValueError):
 class SinkBackpressure(TransientError):
     """Cassandra writes are failing transiently; pause consumption, they are retried after `retry_after` s."""
 
-    def __init__(self, retry_after: float, cause: TransientError) -> None:
+    def __init__(self, retry_after: float, cause: ClassifiedError) -> None:
         super().__init__(f"Cassandra writes failing ({cause.error_class}: {cause.message}); retrying in "
                          f"{retry_after:.1f}s", edge="cassandra", reason=cause.reason, error_class=cause.error_class)
         self.retry_after = retry_after

@@ -61,10 +61,11 @@ class SchemaEvolution:
     def check(self, event: ChangeEvent) -> CompiledMapping | None:
         """Look at the after-image's columns; a new mapping when columns were added, else None."""
         after = event.after or {}
-        self.widths[event.source.table if event.source else None] = len(after)
+        source_table = event.source.table if event.source else None
+        self.widths[source_table] = len(after)
         table = event.table
-        compiled = self.mapping.tables.get(table or "")
-        if compiled is None:
+        compiled = self.mapping.tables.get(table) if table is not None else None
+        if table is None or compiled is None:
             return None
         referenced = {s for t in compiled.spec.targets for c in t.columns for s in c.sources}
         referenced.update(t.snapshot_version_from for t in compiled.spec.targets if t.snapshot_version_from)
@@ -76,7 +77,7 @@ class SchemaEvolution:
         for column in unknown:
             value = after[column]
             if evolving and (value is None or value is UNAVAILABLE):
-                self.widths[event.source.table] = RECHECK  # type unknown until a value arrives
+                self.widths[source_table] = RECHECK  # type unknown until a value arrives
                 continue
             specs = columns_for(column, value) if evolving else None
             if specs is None:

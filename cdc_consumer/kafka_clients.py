@@ -15,9 +15,9 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from cdc_consumer.config import KafkaSettings
@@ -95,7 +95,7 @@ class ErrorWatch(logging.Handler):
     def cause(self) -> str | None:
         error, line = self.error, self.log_line
         kind = self._CAUSES.get(error.code()) if error is not None else None
-        text = error.str() if kind else (line or (error.str() if error is not None else None))
+        text = error.str() if kind and error is not None else (line or (error.str() if error is not None else None))
         if text is None:
             return None
         text = redact(re.sub(r"^\S+ \[[^]]*\] \[[^]]*\]: ", "", text), self._settings.secrets)
@@ -125,6 +125,19 @@ def _build(factory: Callable[[dict], Any], settings: KafkaSettings, own: Mapping
     except (TypeError, ValueError) as exc:
         raise KafkaConfigError(f"Kafka client configuration{_where(settings)}: "
                                f"{redact(str(exc), settings.secrets)}") from None
+
+
+# A consumed record's headers as librdkafka hands them back: (name, bytes or None) pairs in wire order.
+ConsumedHeaders = list[tuple[str, bytes | None]]
+
+
+def consumed(message: Message) -> tuple[str, int, int, ConsumedHeaders | None]:
+    """Topic, partition, offset and headers of a consumed record. The stubs type them for every Message
+    (an error event has no position; a message being produced may hold a dict or str values)."""
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"not a consumed record: {message.error()}")
+    return topic, partition, offset, cast("ConsumedHeaders | None", message.headers())
 
 
 def consumer(settings: KafkaSettings, own: Mapping[str, Any] | None = None, *,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from cdc_consumer.secrets import mask_text
 STALE_AFTER_S = 60.0
 
 
-def state_dir(env: dict | None = None) -> Path:
+def state_dir(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     return Path(env.get("CDC_STATE_DIR") or Path.home() / ".local/state/cdc") / "consumers"
 

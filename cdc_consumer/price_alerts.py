@@ -426,6 +426,7 @@ class PriceMoveEngine:
         key = check.key
         active = self.active.get(key)
         if not holds:
+            assert active is not None, "a check that does not hold is visited only for an active alert"
             self._deactivate(key)
             updates.append(AlertUpdate("resolved", key, (), active.starts_at_ms, now_ms))
             return

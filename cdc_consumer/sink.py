@@ -39,7 +39,13 @@ from typing import Any, Generic
 from cassandra.query import UNSET_VALUE, BatchStatement, BatchType
 
 from cdc_consumer.cql_session import classify_cassandra_error
-from cdc_consumer.errors import FatalError, PermanentRecordError, SinkBackpressure, TransientError, backoff_delay
+from cdc_consumer.errors import (
+    ClassifiedError,
+    FatalError,
+    PermanentRecordError,
+    SinkBackpressure,
+    backoff_delay,
+)
 from cdc_consumer.mapping import Write
 from cdc_consumer.metrics import ConsumerMetrics
 from cdc_consumer.sink_protocol import Token
@@ -116,7 +122,7 @@ class CassandraSink(Generic[Token]):
         self._unresolved: set[_Request] = set()  # failed requests not yet succeeded (waiting or re-sent)
         self._released: list[Token] = []
         self._rejected: list[tuple[Token, PermanentRecordError]] = []
-        self._last_error: TransientError | None = None
+        self._last_error: ClassifiedError | None = None  # transient (the classifier's third kind)
         self._fatal: FatalError | None = None
 
     # -------------------------------------------------------------------------- interface
@@ -439,6 +445,7 @@ def _newest(group: list[Write]) -> list[Write]:
         elif upsert is None:
             upsert = write
         else:
+            assert upsert.values is not None and write.values is not None  # neither is a delete
             merged = [new if new is not UNSET_VALUE else old for old, new in zip(upsert.values, write.values)]
             upsert = Write(write.target, write.key, merged, write.timestamp, write.order)
     if deleted is not None and upsert is not None and deleted.timestamp >= upsert.timestamp:

@@ -197,6 +197,7 @@ def verify_target(conn, session, keyspace: str, plan: Plan, *, since: dt.datetim
             report.unmappable += 1
             report.sample(sample_limit, kind="unmappable", table=writer.table, reason=str(exc))
             continue
+        assert write.values is not None, "an upsert always carries values"
         values = [_normalise(v) for v in write.values]
         partition = tuple(_normalise(v) for v in write.partition)
         if partition != current:

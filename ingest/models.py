@@ -69,6 +69,7 @@ def parse_decimal(value: Any, field: str, integer_digits: int = PRICE_DIGITS) ->
         raise MalformedPayload(f"{field}: expected a decimal string, got {quote(value)}")
     number = Decimal(value)
     _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int), "the pattern admits finite decimals only"
     excess = -exponent - MAX_SCALE  # digits beyond the 8th decimal: only zeros may be there
     if excess > 0 and any(digits[-excess:]):
         raise MalformedPayload(f"{field}: {quote(value)} has more than {MAX_SCALE} decimals")

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, InvalidOperation, localcontext
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Self, overload
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -389,7 +389,7 @@ class SimState:
             self.faults.clear()
             self.unknown_symbols.clear()
 
-    def add_move(self, spec: str) -> None:
+    def add_move(self, spec: object) -> None:
         """Start a scripted price move (`BTCUSDT:+6%:60s`, see ingest.sim_moves); ValueError if invalid."""
         move = PriceMove.parse(spec)
         with self.lock:
@@ -438,6 +438,10 @@ def _mandatory(query: dict, name: str) -> str:
     return values[0]
 
 
+@overload
+def _optional_int(query: dict, name: str, default: int, low: int = 0, high: int | None = None) -> int: ...
+@overload
+def _optional_int(query: dict, name: str, default: None, low: int = 0, high: int | None = None) -> int | None: ...
 def _optional_int(query: dict, name: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
     if not query.get(name):
         return default
@@ -550,7 +554,7 @@ class SimHandler(BaseHTTPRequestHandler):
                                            f"{self.sim.weight_limit} request weight per 1 MINUTE.")
             if fault and fault.status:
                 status = fault.status
-                self._fault_answer(fault, used)
+                self._fault_answer(fault, status, used)
                 return
             with self.sim.lock:
                 payload = build()
@@ -566,16 +570,16 @@ class SimHandler(BaseHTTPRequestHandler):
             with self.sim.lock:
                 self.sim.requests.append({"time": time.time(), "path": path, "query": raw_query, "status": status})
 
-    def _fault_answer(self, fault: Fault, used: int) -> None:
+    def _fault_answer(self, fault: Fault, status: int, used: int) -> None:
         headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-        if fault.status == 418:
+        if status == 418:
             body = {"code": -1003, "msg": "Way too much request weight used; IP banned until "
                                           f"{int((time.time() + (fault.retry_after or 120)) * 1000)}."}
-        elif fault.status == 429:
+        elif status == 429:
             body = {"code": -1003, "msg": "Too much request weight used; please use WebSocket Streams."}
         else:
             body = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
-        self._send(fault.status, body, used, headers)
+        self._send(status, body, used, headers)
 
     def _route(self, path: str, query: dict):
         """(weight, payload builder) of an API request; raises SimError for Binance's 4xx answers."""
@@ -657,10 +661,10 @@ class SimServer:
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
+        host, port = self.httpd.socket.getsockname()[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> SimServer:
+    def start(self) -> Self:
         """Serve in background threads (for in-process use)."""
         self._spawn(self._serve)
         if self.tick_s > 0:
@@ -714,7 +718,7 @@ class SimControl:
         requests.delete(f"{self.url}/__sim/faults", timeout=5).raise_for_status()
 
     def step(self, symbols: list[str] | None = None, steps: int = 1) -> int:
-        body = {"steps": steps, **({"symbols": symbols} if symbols is not None else {})}
+        body: dict[str, Any] = {"steps": steps, **({"symbols": symbols} if symbols is not None else {})}
         response = requests.post(f"{self.url}/__sim/step", json=body, timeout=5)
         response.raise_for_status()
         return response.json()["time"]
@@ -743,6 +747,7 @@ class SimProcess(SimControl):
 
     def __enter__(self) -> Self:
         self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        assert self.process.stdout is not None  # stdout=PIPE
         first_line = self.process.stdout.readline()  # the simulator prints its URL once it listens
         match = re.search(r"http://\S+", first_line)
         if not match:

@@ -24,7 +24,7 @@ class PriceMove:
     delay_ms: int = 0
 
     @classmethod
-    def parse(cls, text: str) -> PriceMove:
+    def parse(cls, text: object) -> PriceMove:
         """`SYMBOL:+6%:60s[@10s]`; ValueError (with the accepted form) for anything else."""
         match = _SPEC.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None:

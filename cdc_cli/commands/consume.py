@@ -7,6 +7,7 @@ SIGTERM / Ctrl-C: drain in-flight writes, commit, leave the group, exit 0 (1 if 
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import signal
@@ -147,7 +148,8 @@ def consume(kafka: KafkaSettings, cassandra_hosts: str, cassandra_keyspace: str,
             decode, mapping,
             CassandraSink(session, max_batch_rows=max_batch_rows, max_in_flight=max_in_flight, metrics=metrics),
             DeadLetterQueue(kafka.bootstrap, topic_template=dlq_template, kafka=kafka), metrics, PauseStateFile(group),
-            evolution=SchemaEvolution(session, keyspace, mapping, metrics))
+            evolution=SchemaEvolution(session, keyspace, mapping, metrics),
+            kafka_consumer=functools.partial(kafka_clients.consumer, kafka))
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

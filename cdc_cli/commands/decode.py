@@ -62,6 +62,7 @@ def decode(input_file, topic: str | None, from_beginning: bool, max_records: int
     if input_file is not None:
         records = _file_records(input_file, base64_bytes=(fmt == "avro"))
     else:
+        assert topic is not None, "exactly one of --input and --topic (checked above)"
         records = _kafka_records(kafka, topic, from_beginning, idle_timeout)
     failed = _print_decoded(decoder, records, max_records)
     if failed:
@@ -208,14 +209,15 @@ def _kafka_records(kafka: KafkaSettings, topic: str, from_beginning: bool,
             message = consumer.poll(0.5)
             if message is None:
                 continue
-            if message.error() is not None:
-                if message.error().fatal():
-                    raise click.ClickException(f"Kafka: {message.error().str()}")
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    click.echo(f"Kafka: {message.error().str()}", err=True)
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise click.ClickException(f"Kafka: {error.str()}")
+                if error.code() != KafkaError._PARTITION_EOF:
+                    click.echo(f"Kafka: {error.str()}", err=True)
                 continue
             last_record = time.monotonic()
-            yield RawRecord(message.topic(), message.key(), message.value(), message.headers(),
-                            message.partition(), message.offset())
+            topic_name, partition, offset, headers = kafka_clients.consumed(message)
+            yield RawRecord(topic_name, message.key(), message.value(), headers, partition, offset)
     finally:
         consumer.close()

@@ -15,10 +15,12 @@ new, or only the records it re-parked, and writes the same values with the same 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import click
 import orjson
@@ -98,9 +100,8 @@ def read_parked(kafka: KafkaSettings, topic: str, timeout: float = 60.0) -> list
             for message in client.consume(500, 0.5):
                 if message.error() is not None:
                     continue
-                p, o = message.partition(), message.offset()
-                parked.append(Parked(p, o, message.key(), message.value(), message.headers() or [],
-                                     header_map(message.headers())))
+                _, p, o, headers = kafka_clients.consumed(message)
+                parked.append(Parked(p, o, message.key(), message.value(), headers or [], header_map(headers)))
                 if o + 1 >= remaining.get(p, 0):
                     remaining.pop(p, None)
         if remaining:
@@ -133,7 +134,7 @@ def _dlq_topics(kafka: KafkaSettings) -> list[str]:
 def list_(kafka: KafkaSettings, registry: str, topics: tuple[str, ...], samples: int, fmt: str, as_json: bool) -> None:
     """Counts by reason and source topic, and a few decoded samples."""
     decode = make_decoder(fmt, registry)
-    report = []
+    report: list[dict[str, Any]] = []
     for topic in topics or _dlq_topics(kafka):
         parked = read_parked(kafka, topic)
         replayed = _replayed_up_to(kafka, topic, replay_group(topic, None), {p.partition for p in parked})
@@ -238,7 +239,8 @@ def _replay(kafka, topic, group, reason, decode, mapping, session, timeout) -> N
                                 kafka_config=dict(kafka.properties))
     consumer = ChangeConsumer(settings, _original_topic_decoder(decode), mapping, CassandraSink(session),
                               ReparkingQueue(kafka.bootstrap, topic, kafka=kafka),
-                              record_filter=_replay_filter(reason, ends))
+                              record_filter=_replay_filter(reason, ends),
+                              kafka_consumer=functools.partial(kafka_clients.consumer, kafka))
     finished = _UntilReplayed(consumer, todo, timeout)
     try:
         consumer.run(finished)

@@ -54,7 +54,8 @@ def kafka_settings(bootstrap: str, pairs: tuple[str, ...] = ()) -> KafkaSettings
     from cdc_consumer import kafka_clients
 
     try:
-        kafka = settings().kafka.with_overrides(kafka_clients.parse_pairs(pairs), bootstrap=bootstrap)
+        base = settings().kafka or KafkaSettings(bootstrap)
+        kafka = base.with_overrides(kafka_clients.parse_pairs(pairs), bootstrap=bootstrap)
         kafka_clients.validate(kafka)
     except kafka_clients.KafkaConfigError as exc:
         raise click.UsageError(str(exc)) from exc

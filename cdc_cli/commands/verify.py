@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sys
 
@@ -92,7 +93,7 @@ def _run(conn, session, keyspace, plans, since_ts, samples, show_progress) -> li
                                 total=verifier.estimated_rows(conn, plan.source_table) or None)
             reports.append(verifier.verify_target(conn, session, keyspace, plan, since=since_ts,
                                                   sample_limit=samples,
-                                                  progress=lambda n, t=task: bar.advance(t, n)))
+                                                  progress=functools.partial(bar.advance, task)))
             conn.commit()  # close the cursor's snapshot between tables
     return reports
 

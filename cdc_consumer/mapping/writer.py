@@ -23,7 +23,7 @@ from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Op
 from cdc_consumer.mapping.spec import MappingSpec, TableSpec
 
 try:  # the C loop of TargetWriter.upsert (setup.py builds it; without a compiler the Python loop runs)
-    from cdc_consumer import _cql_native
+    import cdc_consumer._cql_native as _cql_native
 except ImportError:  # pragma: no cover - depends on the build
     _cql_native = None
 
@@ -87,7 +87,7 @@ class TargetWriter:
 
     def upsert_python(self, row: dict[str, Any], null: Any, timestamp: int, order: tuple) -> Write:
         """upsert's loop in Python: the path without the C extension, and the oracle its tests compare with."""
-        values = []
+        values: list[Any] = []
         append = values.append
         for column, source, convert in self._plan:  # one pass, no per-column calls
             if source is None:  # several source columns
@@ -185,8 +185,11 @@ class CompiledMapping:
         self.writers = tuple(w for t in tables.values() for w in t.targets)
         # (schema, table) of the source -> its table: found per event without building `schema.table`
         # (names that do not split into exactly two parts are looked up by event.table)
-        self._by_source = {tuple(name.split(".")): table for name, table in tables.items()
-                           if name.count(".") == 1 and all(name.split("."))}
+        self._by_source: dict[tuple[str | None, str | None], CompiledTable] = {}
+        for name, table in tables.items():
+            schema, _, table_name = name.partition(".")
+            if schema and table_name and "." not in table_name:
+                self._by_source[(schema, table_name)] = table
 
     def is_skipped(self, event: ChangeEvent) -> bool:
         return event.table in self.spec.skip_tables
@@ -198,9 +201,9 @@ class CompiledMapping:
         if not event.typed:
             raise UnmappableRecord("record carries no Connect schema (schemas.enable=false): "
                                    "its decimals cannot be decoded exactly")
-        ts_us = source.ts_us if source is not None and source.ts_us is not None else None
-        if ts_us is None:
+        if source is None or source.ts_us is None:
             raise UnmappableRecord("event has no source.ts_us to order its writes by")
+        ts_us = source.ts_us
         order = (ts_us, source.lsn or 0)
         op = event.op
         if op is Op.DELETE:

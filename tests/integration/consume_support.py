@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ from cassandra.util import Date as CqlDate
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from cdc_consumer import kafka_clients
+from cdc_consumer.config import KafkaSettings
 from cdc_consumer.consumer import ChangeConsumer, ConsumerSettings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.dlq import DeadLetterQueue
@@ -136,7 +139,8 @@ def build_consumer(bootstrap: str, session, topic: str, group: str, mapping_file
     sink_options = {k: settings.pop(k) for k in ("retry_max", "max_in_flight", "max_batch_rows") if k in settings}
     return ChangeConsumer(ConsumerSettings(bootstrap, group, (topic,), **settings), decode or Decoder().decode_record,
                           mapping,
-                          CassandraSink(session, **sink_options), DeadLetterQueue(bootstrap))
+                          CassandraSink(session, **sink_options), DeadLetterQueue(bootstrap),
+                          kafka_consumer=functools.partial(kafka_clients.consumer, KafkaSettings(bootstrap)))
 
 
 @contextmanager

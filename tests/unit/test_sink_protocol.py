@@ -8,7 +8,6 @@ import dataclasses
 from decimal import Decimal
 
 import pytest
-from confluent_kafka import TopicPartition
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.consumer import ChangeConsumer, ConsumerSettings
@@ -20,7 +19,7 @@ from cdc_consumer.mapping import compile_mapping, load_mapping
 from cdc_consumer.sink import CassandraSink
 from cdc_consumer.sink_protocol import Sink
 from tests.unit.cql_tables import cql_table_schemas
-from tests.unit.test_consumer_registry_wait import FakeMessage
+from tests.unit.fakes import FakeKafkaConsumer, FakeMessage
 
 # ------------------------------------------------------------------------- both implementations
 
@@ -219,18 +218,6 @@ class ProtocolSink:
         return True
 
 
-class FakeKafkaConsumer:
-    def __init__(self) -> None:
-        self.committed: list[int] = []
-
-    def assign(self, partitions):
-        pass
-
-    def commit(self, offsets, asynchronous=False):
-        self.committed.extend(tp.offset for tp in offsets)
-        return offsets
-
-
 class WritesPerRecord:
     """A mapping that turns every event into one write, the event's offset."""
 
@@ -242,18 +229,20 @@ class WritesPerRecord:
 
 
 def test_the_consumer_commits_only_past_tokens_a_sink_hands_back():
-    def decode(topic, key, value, headers, partition, offset):
-        return ChangeEvent(topic=topic, partition=partition, offset=offset, op=Op.CREATE, key=None, before=None,
-                           after={"id": offset}, source=Source(1_000, 1, 1, None, "cdc", "public", "klines"))
+    def decode(record: RecordContext, value):
+        return ChangeEvent(topic=record.topic, partition=record.partition, offset=record.offset, op=Op.CREATE,
+                           key=None, before=None, after={"id": record.offset},
+                           source=Source(1_000, 1, 1, None, "cdc", "public", "klines"))
 
     sink, dlq = ProtocolSink(), ProtocolSink()
     assert isinstance(sink, Sink)
     settings = ConsumerSettings("127.0.0.1:1", "g", ("cdc.public.klines",), batch_size=100, progress_every=0,
                                 lag_every=10**9, commit_interval=0)
-    consumer = ChangeConsumer(settings, decode, WritesPerRecord(), sink, dlq)
     kafka = FakeKafkaConsumer()
-    consumer._consumer = kafka
-    consumer._on_assign(kafka, [TopicPartition("cdc.public.klines", 0)])
+    consumer = ChangeConsumer(settings, decode, WritesPerRecord(), sink, dlq, kafka_consumer=kafka)
+    consumer.start()
+    kafka.rebalance(("cdc.public.klines", 0))
+    consumer.poll_once()
     for offset in (10, 11, 12):
         consumer._handle(FakeMessage("cdc.public.klines", 0, offset))
     assert [writes for _, writes in sink.added] == [[10], [11], [12]]
@@ -261,11 +250,13 @@ def test_the_consumer_commits_only_past_tokens_a_sink_hands_back():
     sink.acked = [first]
     sink.refused = [(second, PermanentRecordError("refused", edge="cassandra", reason="invalid_request"))]
     consumer._step()
-    assert kafka.committed == [11]  # past the acknowledged record only: the refused one is not parked yet
+    # past the acknowledged record only: the refused one is not parked yet
+    assert [c[("cdc.public.klines", 0)] for c in kafka.commits] == [11]
     ((token, (parked,)),) = dlq.added
-    assert token is second and (parked.topic, parked.partition, parked.offset) == ("cdc.public.klines", 0, 11)
-    assert (parked.key, parked.value, parked.error.reason) == (b"k", b"v", "invalid_request")
+    origin = parked.record
+    assert token is second and (origin.topic, origin.partition, origin.offset) == ("cdc.public.klines", 0, 11)
+    assert (origin.key, parked.value, parked.error.reason) == (b"k", b"v", "invalid_request")
     dlq.acked, sink.acked = [second], [third]
     consumer._step()
-    assert kafka.committed == [11, 13]
+    assert [c[("cdc.public.klines", 0)] for c in kafka.commits] == [11, 13]
     assert sink.flushes and dlq.flushes  # both asked to flush (where backpressure and fatal errors surface)
