@@ -342,11 +342,7 @@ fail:
 
 static PyObject *read_record(Reader *r, const Node *n, bool converting)
 {
-#if PY_VERSION_HEX < 0x030D0000
-    PyObject *row = _PyDict_NewPresized(n->count);
-#else
     PyObject *row = PyDict_New();
-#endif
     if (row == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n->count; i++) {

@@ -679,7 +679,7 @@ static PyObject *serialize_native(int kind, PyObject *value)
         if (PyBytes_CheckExact(value))
             return Py_NewRef(value);
         if (PyByteArray_CheckExact(value))
-            return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(value), PyByteArray_GET_SIZE(value));
+            return PyBytes_FromStringAndSize(PyByteArray_AsString(value), PyByteArray_Size(value));
         return NULL;
     }
     /* a native attempt failed with an exception: the Python serializer gives the exact outcome */

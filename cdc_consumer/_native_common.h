@@ -26,6 +26,8 @@
 
 static PyObject *DecimalType;
 static PyObject *FromIsoFormat;  /* datetime.fromisoformat */
+static PyObject *IntFromBytes;   /* int.from_bytes, and its arguments "big" and the keyword name "signed" */
+static PyObject *BigEndian, *SignedKeyword;
 
 typedef enum {
     C_NONE, C_DECIMAL, C_TIMESTAMP_MS, C_TIMESTAMP_US, C_TIMESTAMP_NS, C_DATE, C_ZONED_TIMESTAMP
@@ -137,14 +139,16 @@ static char *digits_of(uint64_t magnitude, char *end)
     return end;
 }
 
-/* More bytes than a machine integer holds: Python's int does the arithmetic (rare: > 38 digits). */
+/* More bytes than a machine integer holds: Python's int does the arithmetic (rare: > 38 digits), built
+   through the public call API as int.from_bytes(bytes, "big", signed=True). */
 static PyObject *decimal_from_long_bytes(const DecimalSpec *spec, const uint8_t *bytes, Py_ssize_t size)
 {
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *number = PyLong_FromNativeBytes(bytes, size, Py_ASNATIVEBYTES_BIG_ENDIAN);
-#else
-    PyObject *number = _PyLong_FromByteArray(bytes, (size_t)size, 0, 1);
-#endif
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)bytes, size);
+    if (raw == NULL)
+        return NULL;
+    PyObject *arguments[] = {raw, BigEndian, Py_True};
+    PyObject *number = PyObject_Vectorcall(IntFromBytes, arguments, 2, SignedKeyword);
+    Py_DECREF(raw);
     if (number == NULL)
         return NULL;
     PyObject *text = PyObject_Str(number);
@@ -475,7 +479,13 @@ static int native_common_init(void)
     DecimalType = PyObject_GetAttrString(decimal, "Decimal");
     Py_DECREF(decimal);
     FromIsoFormat = PyObject_GetAttrString((PyObject *)PyDateTimeAPI->DateTimeType, "fromisoformat");
-    return DecimalType != NULL && FromIsoFormat != NULL ? 0 : -1;
+    IntFromBytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
+    BigEndian = PyUnicode_InternFromString("big");
+    PyObject *signed_name = PyUnicode_InternFromString("signed");
+    SignedKeyword = signed_name == NULL ? NULL : PyTuple_Pack(1, signed_name);
+    Py_XDECREF(signed_name);
+    return DecimalType != NULL && FromIsoFormat != NULL && IntFromBytes != NULL && BigEndian != NULL
+                   && SignedKeyword != NULL ? 0 : -1;
 }
 
 #endif
