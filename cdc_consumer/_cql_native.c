@@ -321,22 +321,46 @@ typedef struct {
 
 static PyObject *Converter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
+/* A new GC object of `type` with its fields zeroed and not yet tracked: it is built, then tracked, so the
+   collector never traverses a half-built one (as gc_object_new in _native_common.h). */
+static PyObject *gc_object_new(PyTypeObject *type, size_t size)
+{
+    PyObject *self = (PyObject *)PyObject_GC_New(PyObject, type);
+    if (self != NULL)
+        memset((char *)self + sizeof(PyObject), 0, size - sizeof(PyObject));
+    return self;
+}
+
+static PyObject *cleared_error(const char *type_name)
+{
+    PyErr_Format(PyExc_RuntimeError, "this %s was cleared by the garbage collector", type_name);
+    return NULL;
+}
+
 static int Converter_traverse(Converter *self, visitproc visit, void *arg)
 {
-    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++)
+    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++) {
         Py_VISIT(self->columns[i].convert);
+        Py_VISIT(self->columns[i].sources);
+    }
     for (int i = 0; i < REF_COUNT; i++)
         Py_VISIT(self->refs[i]);
+    for (int i = 0; i < WRITE_MEMBERS; i++)
+        Py_VISIT(self->write_members[i]);
     return 0;
 }
 
 /* writer, and the bound methods of it, hold this Converter: a cycle. */
 static int Converter_clear(Converter *self)
 {
-    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++)
+    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++) {
         Py_CLEAR(self->columns[i].convert);
+        Py_CLEAR(self->columns[i].sources);
+    }
     for (int i = 0; i < REF_COUNT; i++)
         Py_CLEAR(self->refs[i]);
+    for (int i = 0; i < WRITE_MEMBERS; i++)
+        Py_CLEAR(self->write_members[i]);
     return 0;
 }
 
@@ -344,13 +368,9 @@ static void Converter_dealloc(Converter *self)
 {
     PyObject_GC_UnTrack(self);
     Converter_clear(self);
-    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++)
-        Py_XDECREF(self->columns[i].sources);
     PyMem_Free(self->columns);
     PyMem_Free(self->key_positions);
-    for (int i = 0; i < WRITE_MEMBERS; i++)
-        Py_XDECREF(self->write_members[i]);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -365,7 +385,7 @@ static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwa
                           &refs[R_WRITER]))
         return NULL;
     PyObject *write_type = refs[R_WRITE_TYPE];
-    Converter *self = (Converter *)type->tp_alloc(type, 0);
+    Converter *self = (Converter *)gc_object_new(type, sizeof(Converter));
     if (self == NULL)
         return NULL;
     self->vectorcall = Converter_vectorcall;
@@ -422,6 +442,7 @@ static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         }
         self->key_positions[k] = position;
     }
+    PyObject_GC_Track(self);
     return (PyObject *)self;
 fail:
     Py_DECREF(self);
@@ -498,6 +519,8 @@ static PyObject *Converter_vectorcall(PyObject *callable, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "Converter() takes the row, the null value, timestamp and order");
         return NULL;
     }
+    if (self->refs[R_WRITER] == NULL)
+        return cleared_error("Converter");
     if (!PyDict_CheckExact(args[0]))
         return PyObject_Vectorcall(self->refs[R_PYTHON], args, 4, NULL);
     PyObject *row = args[0], *null = args[1];
@@ -697,11 +720,25 @@ typedef struct {
 
 static PyObject *Serializer_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
+static int Serializer_traverse(Serializer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallbacks);
+    return 0;
+}
+
+/* The fallbacks are the driver's serializers or methods of the binder that holds this: a cycle. */
+static int Serializer_clear(Serializer *self)
+{
+    Py_CLEAR(self->fallbacks);
+    return 0;
+}
+
 static void Serializer_dealloc(Serializer *self)
 {
+    PyObject_GC_UnTrack(self);
+    Serializer_clear(self);
     PyMem_Free(self->kinds);
-    Py_XDECREF(self->fallbacks);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *Serializer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -717,7 +754,7 @@ static PyObject *Serializer_new(PyTypeObject *type, PyObject *args, PyObject *kw
         PyErr_SetString(PyExc_ValueError, "one kind and one fallback serializer per column");
         return NULL;
     }
-    Serializer *self = (Serializer *)type->tp_alloc(type, 0);
+    Serializer *self = (Serializer *)gc_object_new(type, sizeof(Serializer));
     if (self == NULL)
         return NULL;
     self->vectorcall = Serializer_vectorcall;
@@ -742,6 +779,7 @@ static PyObject *Serializer_new(PyTypeObject *type, PyObject *args, PyObject *kw
         }
         self->kinds[i] = (int)kind;
     }
+    PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
@@ -752,6 +790,8 @@ static PyObject *Serializer_vectorcall(PyObject *callable, PyObject *const *args
         PyErr_SetString(PyExc_TypeError, "Serializer() takes the values only");
         return NULL;
     }
+    if (self->fallbacks == NULL)
+        return cleared_error("Serializer");
     PyObject *values = PySequence_Fast(args[0], "values must be a sequence");
     if (values == NULL)
         return NULL;
@@ -786,7 +826,9 @@ static PyTypeObject SerializerType = {
     .tp_name = "cdc_consumer._cql_native.Serializer",
     .tp_basicsize = sizeof(Serializer),
     .tp_vectorcall_offset = offsetof(Serializer, vectorcall),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Serializer_traverse,
+    .tp_clear = (inquiry)Serializer_clear,
     .tp_doc = "Serializer(kinds, fallbacks): (values) -> serialized values; see the comment atop _cql_native.c.",
     .tp_new = Serializer_new,
     .tp_dealloc = (destructor)Serializer_dealloc,

@@ -94,6 +94,33 @@ static void *allocate(Py_ssize_t count, size_t size)
     return memory;
 }
 
+/* ------------------------------------------------------------------ garbage collection */
+
+/* Every type here holds Python objects (converters, schemas' types, callables of decoder.py) that may
+   refer back to it, so each is GC-tracked. An instance is made untracked with its fields zeroed, built,
+   and only then tracked (gc_object_ready): the collector never traverses a half-built one. */
+static PyObject *gc_object_new(PyTypeObject *type, size_t size)
+{
+    PyObject *self = (PyObject *)PyObject_GC_New(PyObject, type);
+    if (self != NULL)
+        memset((char *)self + sizeof(PyObject), 0, size - sizeof(PyObject));
+    return self;
+}
+
+static PyObject *gc_object_ready(PyObject *self)
+{
+    PyObject_GC_Track(self);
+    return self;
+}
+
+/* After tp_clear broke a cycle, the object may still be reached (by another object's finaliser, say):
+   it then refuses to work instead of dereferencing what it no longer holds. */
+static PyObject *cleared_error(const char *type_name)
+{
+    PyErr_Format(PyExc_RuntimeError, "this %s was cleared by the garbage collector", type_name);
+    return NULL;
+}
+
 /* Program descriptions are nested tuples. The tag of a ("tag", ...) tuple; NULL for anything else. */
 static const char *tag_of(PyObject *description)
 {
@@ -413,6 +440,21 @@ static void shape_free(EventShape *shape)
     for (int i = 0; i < SOURCE_ATTRIBUTE_COUNT; i++)
         Py_XDECREF(shape->source_members[i]);
     PyMem_Free(shape);
+}
+
+static int shape_traverse(const EventShape *shape, visitproc visit, void *arg)
+{
+    if (shape == NULL)
+        return 0;
+    Py_VISIT(shape->event_type);
+    Py_VISIT(shape->source_type);
+    Py_VISIT(shape->ops);
+    Py_VISIT(shape->snapshots);
+    for (int i = 0; i < EVENT_ATTRIBUTE_COUNT; i++)
+        Py_VISIT(shape->event_members[i]);
+    for (int i = 0; i < SOURCE_ATTRIBUTE_COUNT; i++)
+        Py_VISIT(shape->source_members[i]);
+    return 0;
 }
 
 /* The slot descriptors of a dataclass declared with slots=True, one per field name. */

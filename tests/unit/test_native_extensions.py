@@ -30,9 +30,9 @@ def test_the_hot_path_uses_the_native_code_by_default():
 
 SOURCES = sorted(Path(__file__).resolve().parents[2].joinpath("cdc_consumer").glob("_*native*.[ch]"))
 # The only `_Py` symbols a public macro or inline function of CPython 3.11 leaves in an extension:
-# Py_None/Py_True/Py_False are &_Py_NoneStruct/..., Py_DECREF calls _Py_Dealloc, and PyArg_ParseTuple[AndKeywords]
-# is spelled _PyArg_ParseTuple[AndKeywords]_SizeT under PY_SSIZE_T_CLEAN.
-PUBLIC_MACRO_SYMBOLS = {"_Py_NoneStruct", "_Py_TrueStruct", "_Py_FalseStruct", "_Py_Dealloc",
+# Py_None/Py_True/Py_False are &_Py_NoneStruct/..., Py_DECREF calls _Py_Dealloc, PyObject_GC_New calls
+# _PyObject_GC_New, and PyArg_ParseTuple[AndKeywords] is _PyArg_ParseTuple[AndKeywords]_SizeT under PY_SSIZE_T_CLEAN.
+PUBLIC_MACRO_SYMBOLS = {"_Py_NoneStruct", "_Py_TrueStruct", "_Py_FalseStruct", "_Py_Dealloc", "_PyObject_GC_New",
                         "_PyArg_ParseTuple_SizeT", "_PyArg_ParseTupleAndKeywords_SizeT"}
 
 
