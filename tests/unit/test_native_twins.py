@@ -178,9 +178,9 @@ def test_edge_datetimes_map_to_the_same_counts_and_days_in_c_and_python():
 @settings(max_examples=EXAMPLES, deadline=None)
 @given(st.integers(FIRST_MICROS, LAST_MICROS), st.sampled_from(ZONES))
 def test_datetimes_map_to_the_same_counts_and_days_in_c_and_python(micros, zone):
-    test_edge_moment = expected_moment(micros)
+    moment = expected_moment(micros)
     try:
-        value = test_edge_moment.astimezone(zone) if zone is not None else test_edge_moment.replace(tzinfo=None)
+        value = moment.astimezone(zone) if zone is not None else moment.replace(tzinfo=None)
     except OverflowError:
         return
     write = assert_same_outcome(TIME_WRITER, {"k": "k", "s": value})
