@@ -342,11 +342,7 @@ fail:
 
 static PyObject *read_record(Reader *r, const Node *n, bool converting)
 {
-#if PY_VERSION_HEX < 0x030D0000
-    PyObject *row = _PyDict_NewPresized(n->count);
-#else
     PyObject *row = PyDict_New();
-#endif
     if (row == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n->count; i++) {
@@ -637,6 +633,28 @@ static void node_free(Node *n)
     PyMem_Free(n);
 }
 
+/* The Python objects of a node tree, for the collector. */
+static int node_traverse(const Node *n, visitproc visit, void *arg)
+{
+    if (n == NULL)
+        return 0;
+    Py_VISIT(n->symbols);
+    Py_VISIT(n->callable);
+    for (Py_ssize_t i = 0; n->children != NULL && i < n->child_count; i++) {
+        int visited = node_traverse(n->children[i], visit, arg);
+        if (visited != 0)
+            return visited;
+    }
+    for (Py_ssize_t i = 0; n->fields != NULL && i < n->count; i++) {
+        Py_VISIT(n->fields[i].name);
+        Py_VISIT(n->fields[i].form.object);
+        int visited = node_traverse(n->fields[i].node, visit, arg);
+        if (visited != 0)
+            return visited;
+    }
+    return 0;
+}
+
 static Node *node_build(PyObject *description, int depth);
 
 static int build_children(Node *n, PyObject *descriptions, int depth)
@@ -874,7 +892,7 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OpO|O:Program", keywords, &description, &converting,
                                      &unavailable, &event_types))
         return NULL;
-    Program *self = (Program *)type->tp_alloc(type, 0);
+    Program *self = (Program *)gc_object_new(type, sizeof(Program));
     if (self == NULL)
         return NULL;
     self->unavailable = Py_NewRef(unavailable);
@@ -885,20 +903,44 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         Py_DECREF(self);
         return NULL;
     }
-    return (PyObject *)self;
+    return gc_object_ready((PyObject *)self);
+}
+
+static int Program_traverse(Program *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->unavailable);
+    int visited = node_traverse(self->root, visit, arg);
+    return visited != 0 ? visited : shape_traverse(self->shape, visit, arg);
+}
+
+/* "call" converters may hold what holds this Program (avro.py's compiled schema): a cycle. Everything is
+   detached first, then released, so no Python code run by a release sees a half-freed tree. */
+static int Program_clear(Program *self)
+{
+    Node *root = self->root;
+    EventShape *shape = self->shape;
+    self->root = NULL;
+    self->shape = NULL;
+    node_free(root);
+    shape_free(shape);
+    Py_CLEAR(self->unavailable);
+    return 0;
 }
 
 static void Program_dealloc(Program *self)
 {
-    node_free(self->root);
-    shape_free(self->shape);
-    Py_XDECREF(self->unavailable);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_UnTrack(self);
+    Program_clear(self);
+    PyObject_GC_Del(self);
 }
 
 /* A reader over data[start:]; the caller releases `view`. */
 static int open_reader(Program *self, PyObject *data, PyObject *start, Py_buffer *view, Reader *r)
 {
+    if (self->root == NULL) {
+        cleared_error("Program");
+        return -1;
+    }
     Py_ssize_t offset = start == NULL ? 0 : PyLong_AsSsize_t(start);
     if (offset == -1 && PyErr_Occurred())
         return -1;
@@ -943,6 +985,8 @@ static PyObject *Program_read(Program *self, PyObject *const *args, Py_ssize_t n
 
 static PyObject *Program_event(Program *self, PyObject *const *args, Py_ssize_t nargs)
 {
+    if (self->root == NULL)
+        return cleared_error("Program");
     if (self->shape == NULL) {
         PyErr_SetString(PyExc_TypeError, "event() needs a Program built with event_types");
         return NULL;
@@ -970,7 +1014,9 @@ static PyTypeObject ProgramType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cdc_consumer._avro_native.Program",
     .tp_basicsize = sizeof(Program),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Program_traverse,
+    .tp_clear = (inquiry)Program_clear,
     .tp_doc = "Program(description, converting, unavailable, event_types=None): one writer schema compiled.\n\n"
               "event_types: (ChangeEvent, Source, {wire op: Op}, {wire snapshot: Snapshot}) for event().",
     .tp_new = Program_new,

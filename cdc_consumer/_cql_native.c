@@ -39,8 +39,9 @@ static PyObject *IsFinite;        /* Decimal.is_finite */
 static PyObject *Unset;           /* cassandra.query.UNSET_VALUE */
 static PyObject *Unavailable;     /* cdc_consumer.events.UNAVAILABLE */
 static PyObject *ConversionError; /* cdc_consumer.conversions.ConversionError */
-static PyObject *SubHour;         /* cdc_consumer.conversions._SUB_HOUR_INTERVALS */
-static PyObject *HourOrLonger;    /* cdc_consumer.conversions._HOUR_OR_LONGER_INTERVALS */
+static PyObject *SubHour;         /* cdc_consumer.conversions.SUB_HOUR_INTERVALS */
+static PyObject *HourOrLonger;    /* cdc_consumer.conversions.HOUR_OR_LONGER_INTERVALS */
+static PyObject *DataclassFields; /* dataclasses.fields */
 
 #define MICROS_PER_DAY 86400000000LL
 #define EPOCH_ORDINAL 719163LL  /* date(1970, 1, 1).toordinal() */
@@ -305,8 +306,86 @@ typedef struct {
    order Converter() takes them after plan and key_positions. */
 enum { R_ON_ERROR, R_VALUE, R_BAD_KEY, R_PYTHON, R_WRITE_TYPE, R_WRITER, REF_COUNT };
 
+/* The fields of mapping.Write, in order, that a Converter sets (and nothing else): check_write() compares them
+   with the Python class when mapping is imported and whenever a Converter is made. */
 #define WRITE_MEMBERS 5
 static const char *const WRITE_MEMBER_NAMES[WRITE_MEMBERS] = {"target", "key", "values", "timestamp", "order"};
+
+/* The names of a tuple of dataclasses.Field, or NULL with an exception set. */
+static PyObject *field_names(PyObject *fields)
+{
+    Py_ssize_t count = PyTuple_GET_SIZE(fields);
+    PyObject *names = PyTuple_New(count);
+    for (Py_ssize_t i = 0; names != NULL && i < count; i++) {
+        PyObject *name = PyObject_GetAttrString(PyTuple_GET_ITEM(fields, i), "name");
+        if (name == NULL)
+            Py_CLEAR(names);
+        else
+            PyTuple_SET_ITEM(names, i, name);
+    }
+    return names;
+}
+
+static PyObject *write_member_names(void)
+{
+    PyObject *names = PyTuple_New(WRITE_MEMBERS);
+    for (int i = 0; names != NULL && i < WRITE_MEMBERS; i++) {
+        PyObject *name = PyUnicode_FromString(WRITE_MEMBER_NAMES[i]);
+        if (name == NULL)
+            Py_CLEAR(names);
+        else
+            PyTuple_SET_ITEM(names, i, name);
+    }
+    return names;
+}
+
+/* 0 when `write_type` is a slots dataclass with exactly the fields WRITE_MEMBER_NAMES, in that order;
+   otherwise -1 with a TypeError that names both field lists. */
+static int write_type_check(PyObject *write_type)
+{
+    if (!PyType_Check(write_type)) {
+        PyErr_Format(PyExc_TypeError, "the Write type of _cql_native must be a class, not %R", write_type);
+        return -1;
+    }
+    PyObject *fields = PyObject_CallOneArg(DataclassFields, write_type);
+    if (fields == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s is not a dataclass: _cql_native builds Write objects field by field",
+                     ((PyTypeObject *)write_type)->tp_name);
+        return -1;
+    }
+    PyObject *found = PyTuple_Check(fields) ? field_names(fields) : NULL;
+    Py_DECREF(fields);
+    PyObject *expected = found != NULL ? write_member_names() : NULL;
+    int same = expected != NULL ? PyObject_RichCompareBool(found, expected, Py_EQ) : -1;
+    if (same == 0)
+        PyErr_Format(PyExc_TypeError,
+                     "%s has the fields %R but _cql_native builds it with exactly %R: change WRITE_MEMBER_NAMES "
+                     "in cdc_consumer/_cql_native.c to match and rebuild (make venv)",
+                     ((PyTypeObject *)write_type)->tp_name, found, expected);
+    else if (same < 0 && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "dataclasses.fields did not return a tuple");
+    Py_XDECREF(found);
+    Py_XDECREF(expected);
+    for (int i = 0; same == 1 && i < WRITE_MEMBERS; i++) {  /* each a slot C can set through its descriptor */
+        PyObject *member = PyObject_GetAttrString(write_type, WRITE_MEMBER_NAMES[i]);
+        if (member == NULL || !Py_IS_TYPE(member, &PyMemberDescr_Type)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot (declare Write with @dataclass(slots=True))",
+                         ((PyTypeObject *)write_type)->tp_name, WRITE_MEMBER_NAMES[i]);
+            same = -1;
+        }
+        Py_XDECREF(member);
+    }
+    return same == 1 ? 0 : -1;
+}
+
+static PyObject *check_write(PyObject *Py_UNUSED(module), PyObject *write_type)
+{
+    if (write_type_check(write_type) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
 
 typedef struct {
     PyObject_HEAD
@@ -321,22 +400,46 @@ typedef struct {
 
 static PyObject *Converter_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
+/* A new GC object of `type` with its fields zeroed and not yet tracked: it is built, then tracked, so the
+   collector never traverses a half-built one (as gc_object_new in _native_common.h). */
+static PyObject *gc_object_new(PyTypeObject *type, size_t size)
+{
+    PyObject *self = (PyObject *)PyObject_GC_New(PyObject, type);
+    if (self != NULL)
+        memset((char *)self + sizeof(PyObject), 0, size - sizeof(PyObject));
+    return self;
+}
+
+static PyObject *cleared_error(const char *type_name)
+{
+    PyErr_Format(PyExc_RuntimeError, "this %s was cleared by the garbage collector", type_name);
+    return NULL;
+}
+
 static int Converter_traverse(Converter *self, visitproc visit, void *arg)
 {
-    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++)
+    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++) {
         Py_VISIT(self->columns[i].convert);
+        Py_VISIT(self->columns[i].sources);
+    }
     for (int i = 0; i < REF_COUNT; i++)
         Py_VISIT(self->refs[i]);
+    for (int i = 0; i < WRITE_MEMBERS; i++)
+        Py_VISIT(self->write_members[i]);
     return 0;
 }
 
 /* writer, and the bound methods of it, hold this Converter: a cycle. */
 static int Converter_clear(Converter *self)
 {
-    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++)
+    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++) {
         Py_CLEAR(self->columns[i].convert);
+        Py_CLEAR(self->columns[i].sources);
+    }
     for (int i = 0; i < REF_COUNT; i++)
         Py_CLEAR(self->refs[i]);
+    for (int i = 0; i < WRITE_MEMBERS; i++)
+        Py_CLEAR(self->write_members[i]);
     return 0;
 }
 
@@ -344,13 +447,9 @@ static void Converter_dealloc(Converter *self)
 {
     PyObject_GC_UnTrack(self);
     Converter_clear(self);
-    for (Py_ssize_t i = 0; self->columns != NULL && i < self->count; i++)
-        Py_XDECREF(self->columns[i].sources);
     PyMem_Free(self->columns);
     PyMem_Free(self->key_positions);
-    for (int i = 0; i < WRITE_MEMBERS; i++)
-        Py_XDECREF(self->write_members[i]);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -365,7 +464,9 @@ static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwa
                           &refs[R_WRITER]))
         return NULL;
     PyObject *write_type = refs[R_WRITE_TYPE];
-    Converter *self = (Converter *)type->tp_alloc(type, 0);
+    if (write_type_check(write_type) < 0)
+        return NULL;
+    Converter *self = (Converter *)gc_object_new(type, sizeof(Converter));
     if (self == NULL)
         return NULL;
     self->vectorcall = Converter_vectorcall;
@@ -376,11 +477,6 @@ static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         self->write_members[i] = member;
         if (member == NULL)
             goto fail;
-        if (!Py_IS_TYPE(member, &PyMemberDescr_Type)) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not a slot", ((PyTypeObject *)write_type)->tp_name,
-                         WRITE_MEMBER_NAMES[i]);
-            goto fail;
-        }
     }
     Py_ssize_t count = PyTuple_GET_SIZE(plan);
     self->columns = PyMem_Calloc(count ? count : 1, sizeof(Column));
@@ -422,6 +518,7 @@ static PyObject *Converter_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         }
         self->key_positions[k] = position;
     }
+    PyObject_GC_Track(self);
     return (PyObject *)self;
 fail:
     Py_DECREF(self);
@@ -498,6 +595,8 @@ static PyObject *Converter_vectorcall(PyObject *callable, PyObject *const *args,
         PyErr_SetString(PyExc_TypeError, "Converter() takes the row, the null value, timestamp and order");
         return NULL;
     }
+    if (self->refs[R_WRITER] == NULL)
+        return cleared_error("Converter");
     if (!PyDict_CheckExact(args[0]))
         return PyObject_Vectorcall(self->refs[R_PYTHON], args, 4, NULL);
     PyObject *row = args[0], *null = args[1];
@@ -679,7 +778,7 @@ static PyObject *serialize_native(int kind, PyObject *value)
         if (PyBytes_CheckExact(value))
             return Py_NewRef(value);
         if (PyByteArray_CheckExact(value))
-            return PyBytes_FromStringAndSize(PyByteArray_AS_STRING(value), PyByteArray_GET_SIZE(value));
+            return PyBytes_FromStringAndSize(PyByteArray_AsString(value), PyByteArray_Size(value));
         return NULL;
     }
     /* a native attempt failed with an exception: the Python serializer gives the exact outcome */
@@ -697,11 +796,25 @@ typedef struct {
 
 static PyObject *Serializer_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
+static int Serializer_traverse(Serializer *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallbacks);
+    return 0;
+}
+
+/* The fallbacks are the driver's serializers or methods of the binder that holds this: a cycle. */
+static int Serializer_clear(Serializer *self)
+{
+    Py_CLEAR(self->fallbacks);
+    return 0;
+}
+
 static void Serializer_dealloc(Serializer *self)
 {
+    PyObject_GC_UnTrack(self);
+    Serializer_clear(self);
     PyMem_Free(self->kinds);
-    Py_XDECREF(self->fallbacks);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *Serializer_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -717,7 +830,7 @@ static PyObject *Serializer_new(PyTypeObject *type, PyObject *args, PyObject *kw
         PyErr_SetString(PyExc_ValueError, "one kind and one fallback serializer per column");
         return NULL;
     }
-    Serializer *self = (Serializer *)type->tp_alloc(type, 0);
+    Serializer *self = (Serializer *)gc_object_new(type, sizeof(Serializer));
     if (self == NULL)
         return NULL;
     self->vectorcall = Serializer_vectorcall;
@@ -742,6 +855,7 @@ static PyObject *Serializer_new(PyTypeObject *type, PyObject *args, PyObject *kw
         }
         self->kinds[i] = (int)kind;
     }
+    PyObject_GC_Track(self);
     return (PyObject *)self;
 }
 
@@ -752,6 +866,8 @@ static PyObject *Serializer_vectorcall(PyObject *callable, PyObject *const *args
         PyErr_SetString(PyExc_TypeError, "Serializer() takes the values only");
         return NULL;
     }
+    if (self->fallbacks == NULL)
+        return cleared_error("Serializer");
     PyObject *values = PySequence_Fast(args[0], "values must be a sequence");
     if (values == NULL)
         return NULL;
@@ -786,7 +902,9 @@ static PyTypeObject SerializerType = {
     .tp_name = "cdc_consumer._cql_native.Serializer",
     .tp_basicsize = sizeof(Serializer),
     .tp_vectorcall_offset = offsetof(Serializer, vectorcall),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Serializer_traverse,
+    .tp_clear = (inquiry)Serializer_clear,
     .tp_doc = "Serializer(kinds, fallbacks): (values) -> serialized values; see the comment atop _cql_native.c.",
     .tp_new = Serializer_new,
     .tp_dealloc = (destructor)Serializer_dealloc,
@@ -795,9 +913,17 @@ static PyTypeObject SerializerType = {
 
 /* ------------------------------------------------------------------------------------ module */
 
+static PyMethodDef module_functions[] = {
+    {"check_write", check_write, METH_O,
+     "check_write(Write): None when the class has exactly the fields WRITE_FIELDS, in order, each a slot;\n"
+     "TypeError naming both field lists otherwise (mapping calls it on import)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "cdc_consumer._cql_native",
+    .m_methods = module_functions,
     .m_doc = "Row conversion and statement binding of the consumer (see the comment atop _cql_native.c).",
     .m_size = -1,
 };
@@ -849,17 +975,19 @@ PyMODINIT_FUNC PyInit__cql_native(void)
     Unset = attribute_of("cassandra.query", "UNSET_VALUE");
     Unavailable = attribute_of("cdc_consumer.events", "UNAVAILABLE");
     ConversionError = attribute_of("cdc_consumer.conversions", "ConversionError");
-    SubHour = attribute_of("cdc_consumer.conversions", "_SUB_HOUR_INTERVALS");
-    HourOrLonger = attribute_of("cdc_consumer.conversions", "_HOUR_OR_LONGER_INTERVALS");
-    if (!IsFinite || !Unset || !Unavailable || !ConversionError || !SubHour || !HourOrLonger)
+    SubHour = attribute_of("cdc_consumer.conversions", "SUB_HOUR_INTERVALS");
+    HourOrLonger = attribute_of("cdc_consumer.conversions", "HOUR_OR_LONGER_INTERVALS");
+    DataclassFields = attribute_of("dataclasses", "fields");
+    if (!IsFinite || !Unset || !Unavailable || !ConversionError || !SubHour || !HourOrLonger || !DataclassFields)
         return NULL;
     if (!PyAnySet_Check(SubHour) || !PyAnySet_Check(HourOrLonger)) {
         PyErr_SetString(PyExc_TypeError, "kline intervals must be sets");
         return NULL;
     }
-    PyObject *conversions = conversion_kinds(), *serializers = serializer_kinds();
-    PyObject *m = conversions && serializers ? PyModule_Create(&module) : NULL;
+    PyObject *conversions = conversion_kinds(), *serializers = serializer_kinds(), *write_fields = write_member_names();
+    PyObject *m = conversions && serializers && write_fields ? PyModule_Create(&module) : NULL;
     if (m == NULL || PyModule_AddObjectRef(m, "Converter", (PyObject *)&ConverterType) < 0
+        || PyModule_AddObjectRef(m, "WRITE_FIELDS", write_fields) < 0
         || PyModule_AddObjectRef(m, "Serializer", (PyObject *)&SerializerType) < 0
         || PyModule_AddObjectRef(m, "CONVERSION_KINDS", conversions) < 0
         || PyModule_AddObjectRef(m, "SERIALIZER_KINDS", serializers) < 0) {
@@ -868,5 +996,6 @@ PyMODINIT_FUNC PyInit__cql_native(void)
     }
     Py_XDECREF(conversions);
     Py_XDECREF(serializers);
+    Py_XDECREF(write_fields);
     return m;
 }

@@ -356,6 +356,8 @@ typedef struct {
    marker, or an error the Python path names): nothing has been converted then. */
 static PyObject *change_event(Program *self, PyObject *payload, PyObject *const *record)
 {
+    if (self->unavailable == NULL)
+        return cleared_error("Program");
     if (!PyDict_CheckExact(payload))
         Py_RETURN_NONE;
     PyObject *slots[ENVELOPE_SLOTS];
@@ -428,6 +430,22 @@ static void node_free(JsonNode *n)
     node_free(n->item);
     Py_XDECREF(n->converter);
     PyMem_Free(n);
+}
+
+/* The Python objects of a node tree, for the collector. */
+static int node_traverse(const JsonNode *n, visitproc visit, void *arg)
+{
+    if (n == NULL)
+        return 0;
+    Py_VISIT(n->converter);
+    for (Py_ssize_t i = 0; n->fields != NULL && i < n->count; i++) {
+        Py_VISIT(n->fields[i].name);
+        Py_VISIT(n->fields[i].form);
+        int visited = node_traverse(n->fields[i].node, visit, arg);
+        if (visited != 0)
+            return visited;
+    }
+    return node_traverse(n->item, visit, arg);
 }
 
 static int node_build(PyObject *description, int depth, JsonNode **out);
@@ -533,7 +551,7 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
     PyObject *description, *unavailable, *event_types = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|O:Program", keywords, &description, &unavailable, &event_types))
         return NULL;
-    Program *self = (Program *)type->tp_alloc(type, 0);
+    Program *self = (Program *)gc_object_new(type, sizeof(Program));
     if (self == NULL)
         return NULL;
     self->unavailable = Py_NewRef(unavailable);
@@ -557,21 +575,47 @@ static PyObject *Program_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         Py_DECREF(self);
         return NULL;
     }
-    return (PyObject *)self;
+    return gc_object_ready((PyObject *)self);
+}
+
+static int Program_traverse(Program *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->unavailable);
+    int visited = node_traverse(self->root, visit, arg);
+    if (visited == 0)
+        visited = node_traverse(self->before, visit, arg);
+    if (visited == 0)
+        visited = node_traverse(self->after, visit, arg);
+    return visited != 0 ? visited : shape_traverse(self->shape, visit, arg);
+}
+
+/* Converters may hold what holds this Program (decoder.py's compiled schema): a cycle. Everything is
+   detached first, then released, so no Python code run by a release sees a half-freed tree. */
+static int Program_clear(Program *self)
+{
+    JsonNode *root = self->root, *before = self->before, *after = self->after;
+    EventShape *shape = self->shape;
+    self->root = self->before = self->after = NULL;
+    self->shape = NULL;
+    node_free(root);
+    node_free(before);
+    node_free(after);
+    shape_free(shape);
+    Py_CLEAR(self->unavailable);
+    return 0;
 }
 
 static void Program_dealloc(Program *self)
 {
-    node_free(self->root);
-    node_free(self->before);
-    node_free(self->after);
-    shape_free(self->shape);
-    Py_XDECREF(self->unavailable);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_UnTrack(self);
+    Program_clear(self);
+    PyObject_GC_Del(self);
 }
 
 static PyObject *Program_convert(Program *self, PyObject *value)
 {
+    if (self->unavailable == NULL)
+        return cleared_error("Program");
     if (self->envelope) {
         PyErr_SetString(PyExc_TypeError, "convert() needs a Program of a value, not of an envelope");
         return NULL;
@@ -607,7 +651,9 @@ static PyTypeObject ProgramType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cdc_consumer._json_native.Program",
     .tp_basicsize = sizeof(Program),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Program_traverse,
+    .tp_clear = (inquiry)Program_clear,
     .tp_doc = "Program(description, unavailable, event_types=None): one Connect schema compiled.\n\n"
               "event_types: (ChangeEvent, Source, {wire op: Op}, {wire snapshot: Snapshot}) for an envelope.",
     .tp_new = Program_new,
@@ -640,14 +686,16 @@ typedef struct {
     PyObject *header_map;  /* debezium.header_map */
 } KnownSchemas;
 
+/* Forgets every schema; the count is zeroed before any release can run Python code. */
 static void known_clear(KnownSchemas *self)
 {
-    for (Py_ssize_t i = 0; i < self->count; i++) {
+    Py_ssize_t count = self->count;
+    self->count = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
         Py_XDECREF(self->schemas[i].text);
         Py_XDECREF(self->schemas[i].key);
         Py_XDECREF(self->schemas[i].event);
     }
-    self->count = 0;
 }
 
 static PyObject *KnownSchemas_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -660,21 +708,41 @@ static PyObject *KnownSchemas_new(PyTypeObject *type, PyObject *args, PyObject *
         PyErr_SetString(PyExc_TypeError, "KnownSchemas(loads, header_map) takes two callables");
         return NULL;
     }
-    KnownSchemas *self = (KnownSchemas *)type->tp_alloc(type, 0);
+    KnownSchemas *self = (KnownSchemas *)gc_object_new(type, sizeof(KnownSchemas));
     if (self == NULL)
         return NULL;
     self->loads = Py_NewRef(loads);
     self->header_map = Py_NewRef(header_map);
-    return (PyObject *)self;
+    return gc_object_ready((PyObject *)self);
+}
+
+static int KnownSchemas_traverse(KnownSchemas *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->count; i++) {
+        Py_VISIT(self->schemas[i].text);
+        Py_VISIT(self->schemas[i].key);
+        Py_VISIT(self->schemas[i].event);
+    }
+    Py_VISIT(self->loads);
+    Py_VISIT(self->header_map);
+    return 0;
+}
+
+/* header_map and loads may be methods of what holds this (the Decoder): a cycle. */
+static int KnownSchemas_gc_clear(KnownSchemas *self)
+{
+    known_clear(self);
+    Py_CLEAR(self->loads);
+    Py_CLEAR(self->header_map);
+    return 0;
 }
 
 static void KnownSchemas_dealloc(KnownSchemas *self)
 {
-    known_clear(self);
+    PyObject_GC_UnTrack(self);
+    KnownSchemas_gc_clear(self);
     PyMem_Free(self->schemas);
-    Py_XDECREF(self->loads);
-    Py_XDECREF(self->header_map);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    PyObject_GC_Del(self);
 }
 
 static Program *program_or_null(PyObject *object, bool envelope)
@@ -810,6 +878,8 @@ static PyObject *KnownSchemas_decode(KnownSchemas *self, PyObject *const *args, 
         PyErr_Format(PyExc_TypeError, "decode() takes 6 arguments (%zd given)", nargs);
         return NULL;
     }
+    if (self->loads == NULL || self->header_map == NULL)
+        return cleared_error("KnownSchemas");
     PyObject *topic = args[0], *key = args[1], *value = args[2], *headers = args[3];
     Py_ssize_t start;
     const KnownSchema *known = PyBytes_CheckExact(value) ? known_schema(self, value, &start) : NULL;
@@ -855,7 +925,9 @@ static PyTypeObject KnownSchemasType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "cdc_consumer._json_native.KnownSchemas",
     .tp_basicsize = sizeof(KnownSchemas),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)KnownSchemas_traverse,
+    .tp_clear = (inquiry)KnownSchemas_gc_clear,
     .tp_doc = "KnownSchemas(loads, header_map): schema texts seen on the wire and their Programs.",
     .tp_new = KnownSchemas_new,
     .tp_dealloc = (destructor)KnownSchemas_dealloc,

@@ -26,6 +26,8 @@
 
 static PyObject *DecimalType;
 static PyObject *FromIsoFormat;  /* datetime.fromisoformat */
+static PyObject *IntFromBytes;   /* int.from_bytes, and its arguments "big" and the keyword name "signed" */
+static PyObject *BigEndian, *SignedKeyword;
 
 typedef enum {
     C_NONE, C_DECIMAL, C_TIMESTAMP_MS, C_TIMESTAMP_US, C_TIMESTAMP_NS, C_DATE, C_ZONED_TIMESTAMP
@@ -92,6 +94,33 @@ static void *allocate(Py_ssize_t count, size_t size)
     return memory;
 }
 
+/* ------------------------------------------------------------------ garbage collection */
+
+/* Every type here holds Python objects (converters, schemas' types, callables of decoder.py) that may
+   refer back to it, so each is GC-tracked. An instance is made untracked with its fields zeroed, built,
+   and only then tracked (gc_object_ready): the collector never traverses a half-built one. */
+static PyObject *gc_object_new(PyTypeObject *type, size_t size)
+{
+    PyObject *self = (PyObject *)PyObject_GC_New(PyObject, type);
+    if (self != NULL)
+        memset((char *)self + sizeof(PyObject), 0, size - sizeof(PyObject));
+    return self;
+}
+
+static PyObject *gc_object_ready(PyObject *self)
+{
+    PyObject_GC_Track(self);
+    return self;
+}
+
+/* After tp_clear broke a cycle, the object may still be reached (by another object's finaliser, say):
+   it then refuses to work instead of dereferencing what it no longer holds. */
+static PyObject *cleared_error(const char *type_name)
+{
+    PyErr_Format(PyExc_RuntimeError, "this %s was cleared by the garbage collector", type_name);
+    return NULL;
+}
+
 /* Program descriptions are nested tuples. The tag of a ("tag", ...) tuple; NULL for anything else. */
 static const char *tag_of(PyObject *description)
 {
@@ -137,14 +166,16 @@ static char *digits_of(uint64_t magnitude, char *end)
     return end;
 }
 
-/* More bytes than a machine integer holds: Python's int does the arithmetic (rare: > 38 digits). */
+/* More bytes than a machine integer holds: Python's int does the arithmetic (rare: > 38 digits), built
+   through the public call API as int.from_bytes(bytes, "big", signed=True). */
 static PyObject *decimal_from_long_bytes(const DecimalSpec *spec, const uint8_t *bytes, Py_ssize_t size)
 {
-#if PY_VERSION_HEX >= 0x030D0000
-    PyObject *number = PyLong_FromNativeBytes(bytes, size, Py_ASNATIVEBYTES_BIG_ENDIAN);
-#else
-    PyObject *number = _PyLong_FromByteArray(bytes, (size_t)size, 0, 1);
-#endif
+    PyObject *raw = PyBytes_FromStringAndSize((const char *)bytes, size);
+    if (raw == NULL)
+        return NULL;
+    PyObject *arguments[] = {raw, BigEndian, Py_True};
+    PyObject *number = PyObject_Vectorcall(IntFromBytes, arguments, 2, SignedKeyword);
+    Py_DECREF(raw);
     if (number == NULL)
         return NULL;
     PyObject *text = PyObject_Str(number);
@@ -411,6 +442,21 @@ static void shape_free(EventShape *shape)
     PyMem_Free(shape);
 }
 
+static int shape_traverse(const EventShape *shape, visitproc visit, void *arg)
+{
+    if (shape == NULL)
+        return 0;
+    Py_VISIT(shape->event_type);
+    Py_VISIT(shape->source_type);
+    Py_VISIT(shape->ops);
+    Py_VISIT(shape->snapshots);
+    for (int i = 0; i < EVENT_ATTRIBUTE_COUNT; i++)
+        Py_VISIT(shape->event_members[i]);
+    for (int i = 0; i < SOURCE_ATTRIBUTE_COUNT; i++)
+        Py_VISIT(shape->source_members[i]);
+    return 0;
+}
+
 /* The slot descriptors of a dataclass declared with slots=True, one per field name. */
 static int slot_members(PyTypeObject *type, const char *const *names, int count, PyObject **members)
 {
@@ -475,7 +521,13 @@ static int native_common_init(void)
     DecimalType = PyObject_GetAttrString(decimal, "Decimal");
     Py_DECREF(decimal);
     FromIsoFormat = PyObject_GetAttrString((PyObject *)PyDateTimeAPI->DateTimeType, "fromisoformat");
-    return DecimalType != NULL && FromIsoFormat != NULL ? 0 : -1;
+    IntFromBytes = PyObject_GetAttrString((PyObject *)&PyLong_Type, "from_bytes");
+    BigEndian = PyUnicode_InternFromString("big");
+    PyObject *signed_name = PyUnicode_InternFromString("signed");
+    SignedKeyword = signed_name == NULL ? NULL : PyTuple_Pack(1, signed_name);
+    Py_XDECREF(signed_name);
+    return DecimalType != NULL && FromIsoFormat != NULL && IntFromBytes != NULL && BigEndian != NULL
+                   && SignedKeyword != NULL ? 0 : -1;
 }
 
 #endif

@@ -148,16 +148,16 @@ def to_month(value: Any) -> date:
     return to_day(value).replace(day=1)
 
 
-# Binance kline intervals; sub-hour ones are bucketed by day, the rest by month.
-_SUB_HOUR_INTERVALS = frozenset({"1s", "1m", "3m", "5m", "15m", "30m"})
-_HOUR_OR_LONGER_INTERVALS = frozenset({"1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"})
+# Binance kline intervals; sub-hour ones are bucketed by day, the rest by month (_cql_native reads both sets).
+SUB_HOUR_INTERVALS = frozenset({"1s", "1m", "3m", "5m", "15m", "30m"})
+HOUR_OR_LONGER_INTERVALS = frozenset({"1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"})
 
 
 def to_kline_bucket(open_time: Any, interval: Any) -> date:
     """Partition bucket of a kline: its UTC day for sub-hour intervals, its UTC month otherwise."""
-    if interval in _SUB_HOUR_INTERVALS:
+    if interval in SUB_HOUR_INTERVALS:
         return to_day(open_time)
-    if interval in _HOUR_OR_LONGER_INTERVALS:
+    if interval in HOUR_OR_LONGER_INTERVALS:
         return to_month(open_time)
     raise ConversionError(f"unknown kline interval {interval!r:.40}")
 

@@ -33,18 +33,23 @@ def _varint(number: int) -> bytes:
     return number.to_bytes(magnitude.bit_length() // 8 + 1, "big", signed=True)
 
 
+_MAX_FIXED_POINT_SCALE = 1000  # PostgreSQL's largest numeric scale
+
+
 def serialize_decimal(value: Decimal) -> bytes:
     """CQL decimal: int32 scale + varint unscaled value, without the default 28-digit context."""
+    sign, digits, exponent = value.as_tuple()
+    if not isinstance(exponent, int):  # 'n', 'N' or 'F': NaN, sNaN, Infinity
+        raise ValueError(f"a CQL decimal cannot hold {value}")
+    # e.g. Decimal("1E+3"): keep the driver's negative-scale representation; and a scale beyond any numeric's
+    # (1E-2147483647) is read from the digits, as the driver and _cql_native do, not from gigabytes of zeros
+    if not -_MAX_FIXED_POINT_SCALE <= exponent <= 0:
+        unscaled = int("".join(map(str, digits))) * (-1 if sign else 1)
+        return _INT32(-exponent) + _varint(unscaled)
     text = format(value, "f")  # exact fixed-point text, e.g. "-0.00000001"
     point = text.find(".")
     if point >= 0:
         return _INT32(len(text) - point - 1) + _varint(int(text[:point] + text[point + 1:]))
-    sign, digits, exponent = value.as_tuple()
-    if not isinstance(exponent, int):  # 'n', 'N' or 'F': NaN, sNaN, Infinity
-        raise ValueError(f"a CQL decimal cannot hold {value}")
-    if exponent > 0:  # e.g. Decimal("1E+3"): keep the driver's negative-scale representation
-        unscaled = int("".join(map(str, digits))) * (-1 if sign else 1)
-        return _INT32(-exponent) + _varint(unscaled)
     return _INT32(0) + _varint(int(text))
 
 

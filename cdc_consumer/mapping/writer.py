@@ -54,6 +54,10 @@ class Write:
         return self.key[: self.target.partition_size]
 
 
+if _cql_native is not None:  # the C Converter fills Write's slots itself: fail the import if they differ
+    _cql_native.check_write(Write)
+
+
 @dataclass
 class TargetWriter:
     """A compiled target table: converts source rows into Writes; carries its prepared statements."""
