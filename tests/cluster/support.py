@@ -30,18 +30,25 @@ def applied_timeline(log_dir: Path) -> list[tuple[float, str, int]]:
     return sorted(points)
 
 
-def longest_stall(log_dir: Path, start: float, end: float) -> tuple[float, float]:
-    """The longest time between two moments at which some consumer had applied more events than at its
-    previous progress line, within [start, end] (epoch seconds): (seconds, when the stall began)."""
+def progress_moments(log_dir: Path) -> list[float]:
+    """Epoch seconds of every progress line at which a consumer had applied more than at its previous one."""
     last: dict[str, int] = {}
-    moments = [start]
+    moments = []
     for stamp, log, applied in applied_timeline(log_dir):
-        if applied > last.get(log, 0) and start <= stamp <= end:
+        if applied > last.get(log, 0):
             moments.append(stamp)
         last[log] = applied
-    moments.append(end)
-    gaps = [(b - a, a) for a, b in zip(moments, moments[1:], strict=False)]
-    return max(gaps)
+    return moments
+
+
+def longest_stall(log_dir: Path, start: float, end: float) -> tuple[float, float]:
+    """The longest time without an applied event within [start, end] (epoch seconds), the end capped at
+    the last moment anything was applied (afterwards there is nothing left to apply): (seconds, since).
+    Resolution: the consumers' progress interval (2 s)."""
+    moments = progress_moments(log_dir)
+    end = min(end, max(moments, default=end))
+    points = [start, *(m for m in moments if start < m < end), end]
+    return max(((b - a, a) for a, b in zip(points, points[1:], strict=False)), default=(0.0, start))
 
 
 class Fault(threading.Thread):

@@ -13,7 +13,8 @@ from tests.cluster.support import Fault, broker_node, dlq_records, longest_stall
 from tests.e2e.pipeline import ChangeStream
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
+# Two node restarts on two shared cores: minutes under load, so more than the suite's 600 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 
 def test_twenty_thousand_changes_survive_node_and_consumer_kills(cluster_stack, cluster_pipeline):
@@ -45,15 +46,21 @@ def test_twenty_thousand_changes_survive_node_and_consumer_kills(cluster_stack, 
         for fault in faults:
             fault.finish()
     assert written >= 20_000
-    p.wait_verified(timeout=420)  # cdc verify identical, then the independent oracle
+    p.wait_verified(timeout=600)  # cdc verify identical, then the independent oracle
     converged = time.time()
-    assert dlq_records(bootstrap, p) == {} or set(dlq_records(bootstrap, p).values()) == {0}, dlq_records(bootstrap, p)
+    dlq = dlq_records(bootstrap, p)
+    assert all(count == 0 for count in dlq.values()), dlq
 
-    stall, since = longest_stall(p.log_dir, started, converged)
-    print(f"\ncluster faults: {'; '.join(f.describe() for f in faults)}; consumer SIGKILLed at "
-          f"+{consumer_killed - started:.1f}s", file=sys.stderr)
+    print(f"\n{written} changes; verified identical {converged - started:.0f}s after the stream began",
+          file=sys.stderr)
     for fault in faults:
-        print(f"  {fault.node} killed at +{fault.killed_at - started:.1f}s, restarted at "
-              f"+{fault.restarted_at - started:.1f}s", file=sys.stderr)
-    print(f"longest stall in applied events: {stall:.1f}s from +{since - started:.1f}s; "
-          f"{written} changes, converged {converged - started:.1f}s after the stream began", file=sys.stderr)
+        stall, since = longest_stall(p.log_dir, fault.killed_at, fault.ready_at + 30)
+        print(f"  {fault.describe()}; killed at +{fault.killed_at - started:.0f}s; longest stall in applied "
+              f"events from the kill until 30 s after it was back: {stall:.1f}s (from +{since - started:.0f}s)",
+              file=sys.stderr)
+    stall, since = longest_stall(p.log_dir, consumer_killed, consumer_killed + 60)
+    print(f"  consumer SIGKILLed at +{consumer_killed - started:.0f}s: longest stall within 60 s: {stall:.1f}s",
+          file=sys.stderr)
+    stall, since = longest_stall(p.log_dir, started, converged)
+    print(f"  longest stall in applied events over the whole run: {stall:.1f}s from +{since - started:.0f}s",
+          file=sys.stderr)

@@ -12,7 +12,8 @@ from tests.cluster.support import status
 from tests.e2e.pipeline import ChangeStream
 from tests.support import wait_until
 
-pytestmark = pytest.mark.integration
+# Two node restarts on two shared cores: minutes under load, so more than the suite's 600 s per test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 PAUSED = re.compile(r"PAUSED for \d+s, reason cassandra_unavailable")
 
@@ -25,11 +26,11 @@ def test_one_node_down_writes_on_two_down_pauses_and_converges(cluster_stack, cl
     p = cluster_pipeline
     consumer = p.start_consumer()
     log = p.log_dir / "consumer-0.log"
-    ChangeStream(p.dsn, total=1_000, rate=2_000, seed=1).run()
+    ChangeStream(p.dsn, total=300, rate=2_000, seed=1).run()
     p.wait_verified()
     try:
         cluster_stack.kill("cassandra-3")
-        ChangeStream(p.dsn, total=2_000, rate=2_000, seed=2).run()
+        ChangeStream(p.dsn, total=1_000, rate=2_000, seed=2).run()
         p.wait_verified()
         assert "paused" not in log.read_text().lower(), log.read_text()[-3000:]
         code, report = status(p)
@@ -37,7 +38,7 @@ def test_one_node_down_writes_on_two_down_pauses_and_converges(cluster_stack, cl
         assert not [x for x in report["problems"] if "cannot meet" in x], report["problems"]
 
         cluster_stack.kill("cassandra-2")
-        ChangeStream(p.dsn, total=1_000, rate=2_000, seed=3).run()
+        ChangeStream(p.dsn, total=500, rate=2_000, seed=3).run()
         wait_until(lambda: len(PAUSED.findall(log.read_text())) >= 2, timeout=120,
                    what="two PAUSED ... cassandra_unavailable lines from the consumer")
         code, report = status(p)
