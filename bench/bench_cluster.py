@@ -34,18 +34,20 @@ from tests.cluster.support import Fault  # noqa: E402
 from tests.support import unique_name  # noqa: E402
 
 
-def consumer_rate(env: dict[str, str], stream, events: int, partitions: int) -> float:
-    """One `cdc consume` over a fresh topic and keyspace (replicated as `cdc init` would on that stack)."""
+def consumer_rate(env: dict[str, str], stream, events: int, partitions: int, *, single_replica: bool = False) -> float:
+    """One `cdc consume` over a fresh topic and keyspace, replicated as `cdc init` would on that stack (or
+    with one replica of each when `single_replica`)."""
     settings = Settings.from_env(env)
     topic = unique_name("bench_cluster")
     client = kafka_clients.admin(settings.kafka)
-    brokers = len(client.list_topics(timeout=10).brokers)
+    brokers = 1 if single_replica else len(client.list_topics(timeout=10).brokers)
     produce(settings.kafka, topic, partitions, stream,
             replication_factor=kafka_clients.replication_for(brokers)[0])
     keyspace = unique_name("bench_cl")
     cluster, session = cql_session.connect(settings.cassandra)
     try:
-        schema.apply_cql(session, keyspace)  # NetworkTopologyStrategy, RF min(3, nodes)
+        schema.apply_cql(session, keyspace, "{'class': 'NetworkTopologyStrategy', 'datacenter1': 1}"
+                         if single_replica else None)  # default: NetworkTopologyStrategy, RF min(3, nodes)
         return run_consumer(topic, keyspace, events, env=env)["events_per_s"]
     finally:
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
@@ -60,6 +62,9 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--rate", type=float, default=500, help="end-to-end run: changes per second")
     parser.add_argument("--seconds", type=float, default=40, help="end-to-end run: seconds of writes")
+    parser.add_argument("--baseline", choices=("single-node", "rf1-on-cluster"), default="single-node",
+                        help="the ONE side: the open single-node stack (default), or, where none runs, RF 1 "
+                             "keyspace and topic on the cluster itself (reported under other keys)")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -67,14 +72,16 @@ def main() -> int:
     t0 = time.monotonic()
     cluster_env = stack.up()
     started = time.monotonic() - t0
-    single_env = {**os.environ, "CDC_CASSANDRA_CONSISTENCY": "ONE"}
+    on_cluster = args.baseline == "rf1-on-cluster"
+    single_env = {**(cluster_env if on_cluster else os.environ), "CDC_CASSANDRA_CONSISTENCY": "ONE"}
     cluster_env = {**cluster_env, "CDC_CASSANDRA_CONSISTENCY": "LOCAL_QUORUM"}
     saved = dict(os.environ)
     try:
         stream = records(args.events)
         rates: dict[str, list[float]] = {"single_one": [], "cluster_local_quorum": []}
         for _ in range(args.rounds):
-            rates["single_one"].append(consumer_rate(single_env, stream, args.events, args.partitions))
+            rates["single_one"].append(consumer_rate(single_env, stream, args.events, args.partitions,
+                                                     single_replica=on_cluster))
             rates["cluster_local_quorum"].append(consumer_rate(cluster_env, stream, args.events, args.partitions))
 
         fault = Fault(stack, "cassandra-2")
@@ -88,8 +95,9 @@ def main() -> int:
         os.environ.update(saved)
         stack.down()
     best = {name: max(values) for name, values in rates.items()}
+    one_key = "cluster.rf1_on_cluster_one_events_per_s" if on_cluster else "cluster.single_node_one_events_per_s"
     results = {
-        "cluster.single_node_one_events_per_s": round(best["single_one"]),
+        one_key: round(best["single_one"]),
         "cluster.three_nodes_local_quorum_events_per_s": round(best["cluster_local_quorum"]),
         "cluster.local_quorum_vs_one_ratio": round(best["cluster_local_quorum"] / best["single_one"], 3),
         "cluster.e2e_node_kill_p50_ms": run["p50_ms"],
