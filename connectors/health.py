@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -344,7 +345,10 @@ def _cassandra_nodes(cfg: CassandraSettings, health: ClusterHealth) -> None:
         return
     try:
         hosts = sorted(cluster.metadata.all_hosts(), key=lambda h: h.address)
-        health.nodes = [NodeHealth(h.address, h.datacenter, h.rack, h.is_up is True) for h in hosts]
+        # The driver marks a host it failed to reach as down a moment after connect() returns, so its flag
+        # alone races; a node also counts as down when its CQL port refuses a connection.
+        live = {h for h in hosts if h.is_up is not False and _accepts(h.address, cfg.port)}
+        health.nodes = [NodeHealth(h.address, h.datacenter, h.rack, h in live) for h in hosts]
         token_map = cluster.metadata.token_map
         keyspace = cluster.metadata.keyspaces.get(cfg.keyspace)
         if token_map is None or keyspace is None:
@@ -354,10 +358,18 @@ def _cassandra_nodes(cfg: CassandraSettings, health: ClusterHealth) -> None:
                  for replicas in replica_sets]
         if local and all(local):
             health.replication_factor = max(len(r) for r in local)
-            health.fewest_live_replicas = min(sum(1 for h in r if h.is_up is True) for r in local)
+            health.fewest_live_replicas = min(sum(1 for h in r if h in live) for r in local)
             health.required_replicas = required_replicas(cfg.consistency, health.replication_factor)
     finally:
         cluster.shutdown()
+
+
+def _accepts(address: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _kafka_brokers(kafka: KafkaSettings, health: ClusterHealth) -> None:
