@@ -84,8 +84,6 @@ class ClusterStack:
         env = self.stack_env()
         env.pop("CDC_STACK_TIMEOUT")
         env.update(read_env_file(self.state_dir / "cluster.env"))
-        # A pipeline's topics are replicated like the cluster's own (the connector template's variable).
-        env["CDC_TOPIC_REPLICATION"] = str(min(3, NODES))
         return env
 
     def kill(self, node: str) -> None:
