@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tests.e2e.pipeline import Pipeline, cdc
+from tests.support import wait_until
 
 _PROGRESS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*progress: .* applied (\d+),")
 
@@ -110,3 +111,10 @@ def status(pipeline: Pipeline) -> tuple[int, dict]:
     result = cdc("status", "--json", "--connector", pipeline.name, "--group", pipeline.group,
                  "--cassandra-keyspace", pipeline.keyspace, timeout=120)
     return result.returncode, json.loads(result.stdout)
+
+
+def verified(pipeline: Pipeline, timeout: float = 420) -> dict:
+    """`Pipeline.wait_verified` (cdc verify, then the oracle) polled until it passes: right after a node is
+    killed, a coordinator that has not yet convicted it may time a LOCAL_QUORUM read out (ReadTimeout)."""
+    return wait_until(lambda: pipeline.wait_verified(timeout=120), timeout=timeout, interval=2,
+                      what="cdc verify and the oracle to agree with PostgreSQL")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.cluster.support import Fault, broker_node, dlq_records, longest_stall, partition_leader
+from tests.cluster.support import Fault, broker_node, dlq_records, longest_stall, partition_leader, verified
 from tests.e2e.pipeline import ChangeStream
 from tests.support import wait_until
 
@@ -46,7 +46,7 @@ def test_twenty_thousand_changes_survive_node_and_consumer_kills(cluster_stack, 
         for fault in faults:
             fault.finish()
     assert written >= 20_000
-    p.wait_verified(timeout=600)  # cdc verify identical, then the independent oracle
+    verified(p, timeout=600)  # cdc verify identical, then the independent oracle
     converged = time.time()
     dlq = dlq_records(bootstrap, p)
     assert all(count == 0 for count in dlq.values()), dlq

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.cluster.support import status
+from tests.cluster.support import status, verified
 from tests.e2e.pipeline import ChangeStream
 from tests.support import wait_until
 
@@ -30,12 +30,12 @@ def test_one_node_down_writes_on_two_down_pauses_and_converges(cluster_stack, cl
     consumer = p.start_consumer()
     log = p.log_dir / "consumer-0.log"
     ChangeStream(p.dsn, total=300, rate=2_000, seed=1).run()
-    p.wait_verified()
+    verified(p)
     try:
         cluster_stack.kill("cassandra-3")
         seen = len(log.read_text())
         ChangeStream(p.dsn, total=1_000, rate=2_000, seed=2).run()
-        p.wait_verified()
+        verified(p)
         one_down = log.read_text()[seen:]
         # Two replicas of three meet LOCAL_QUORUM: no write is refused for want of replicas. (A WriteTimeout
         # of a replica slowed by a loaded machine may pause the consumer for a moment, with or without a
@@ -63,7 +63,7 @@ def test_one_node_down_writes_on_two_down_pauses_and_converges(cluster_stack, cl
         assert consumer.poll() is None
 
         cluster_stack.start("cassandra-2")
-        p.wait_verified(timeout=300)
+        verified(p)
         assert "cassandra_unavailable cleared" in log.read_text()
     finally:
         for node in ("cassandra-2", "cassandra-3"):
