@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK := compose/native/stack
 
-.PHONY: venv lint test unit-test test-secure demo bench sanitize stack-up stack-down stack-status clean
+.PHONY: venv lint test unit-test test-secure test-cluster demo bench sanitize stack-up stack-down stack-status clean
 
 venv: $(VENV)/.installed
 
@@ -33,9 +33,16 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Lint first; then starts the native stack unless it is already running, runs every test, stops what it started.
+# Lint first; then starts the native stack unless it is already running, runs every test, stops what it
+# started; then the cluster tests, after the main stack's tests so the two stacks never compete for the cores.
 test: venv lint
-	$(STACK) with -- $(BIN)/pytest -q tests
+	$(STACK) with -- $(BIN)/pytest -q tests --ignore=tests/cluster
+	$(MAKE) test-cluster
+
+# Only the cluster tests (issue 13): they start a 3 Cassandra + 3 Kafka cluster (`stack up --cassandra-nodes 3
+# --kafka-brokers 3`) in a state dir and on ports of their own, kill nodes under load, and stop it afterwards.
+test-cluster: venv
+	$(BIN)/pytest -q -s tests/cluster
 
 # Only the secured-deployment tests: they start `stack up --secure` in a state dir and on ports of their
 # own (beside the open stack) and stop it afterwards; `make test` runs them too.

@@ -56,9 +56,11 @@ def records(events: int) -> list[tuple[bytes, bytes]]:
     return mixed + tickers[len(klines):]
 
 
-def produce(kafka: KafkaSettings, topic: str, partitions: int, stream: list[tuple[bytes, bytes]]) -> None:
+def produce(kafka: KafkaSettings, topic: str, partitions: int, stream: list[tuple[bytes, bytes]], *,
+            replication_factor: int = 1) -> None:
     admin = kafka_clients.admin(kafka)
-    admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])[topic].result(30)
+    admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                  replication_factor=replication_factor)])[topic].result(30)
     producer = kafka_clients.producer(kafka, {"linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4"})
     for key, value in stream:
         while True:

@@ -150,8 +150,9 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 
 def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, seconds: float = 30,
-            read_interval_ms: float = 5) -> dict:
-    """One end-to-end run in `fmt` on a private pipeline (fresh database, connector, topics, keyspace)."""
+            read_interval_ms: float = 5, on_start=None) -> dict:
+    """One end-to-end run in `fmt` on a private pipeline (fresh database, connector, topics, keyspace);
+    `on_start()` is called as the measured writes begin (e.g. to inject a fault)."""
     admin = psycopg.connect(**settings.postgres.connect_kwargs(), autocommit=True)
     dbname = unique_name("bench_e2e")
     admin.execute(f'CREATE DATABASE "{dbname}"')
@@ -186,6 +187,8 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
         tap.start()
         reader.start()
         writer.start()
+        if on_start is not None:
+            on_start()
         writer.join()
         if writer.error:
             raise writer.error

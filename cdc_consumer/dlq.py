@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Any, Generic
 
 from confluent_kafka import KafkaError, KafkaException, Message
-from confluent_kafka.admin import NewTopic
 
 from cdc_consumer import kafka_clients
 from cdc_consumer.config import KafkaSettings
@@ -252,14 +251,15 @@ class DeadLetterQueue(Generic[Token]):
         """Create the DLQ topic once if missing (brokers may not auto-create topics)."""
         if self._admin is None or topic in self._known_topics:
             return
-        futures = self._admin.create_topics([NewTopic(topic, num_partitions=1)], operation_timeout=10)
         try:
-            futures[topic].result(timeout=15)
-            log.info("created DLQ topic %s", topic)
+            # Replicated like the topics it shadows: min(3, brokers), min.insync.replicas 2 at 3 (acks=all).
+            brokers = len(self._admin.list_topics(timeout=10).brokers)
+            if kafka_clients.ensure_topics(self._admin, [topic], partitions=1, brokers=brokers,
+                                           timeout=10)[topic] == "created":
+                log.info("created DLQ topic %s (replication factor %d)", topic,
+                         kafka_clients.replication_for(brokers)[0])
         except KafkaException as exc:
-            error: Any = exc.args[0] if exc.args else None
-            if getattr(error, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
-                log.warning("could not create DLQ topic %s (producing anyway): %s", topic, exc)
+            log.warning("could not create DLQ topic %s (producing anyway): %s", topic, exc)
         self._known_topics.add(topic)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from cdc_consumer.config import KafkaSettings
 from cdc_consumer.secrets import redact
@@ -153,6 +153,33 @@ def producer(settings: KafkaSettings, own: Mapping[str, Any] | None = None, *,
 def admin(settings: KafkaSettings, own: Mapping[str, Any] | None = None, *,
           watch: ErrorWatch | None = None) -> AdminClient:
     return _build(AdminClient, settings, own, watch)
+
+
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """Replication factor min(3, brokers) and, when it is 3, `min.insync.replicas=2`: an `acks=all` write
+    then survives one broker down and is never acknowledged by a single replica."""
+    factor = min(3, max(1, brokers))
+    return factor, ({"min.insync.replicas": "2"} if factor == 3 else {})
+
+
+def ensure_topics(client: AdminClient, names: list[str], *, partitions: int, brokers: int,
+                  timeout: float = 30.0) -> dict[str, str]:
+    """Create the missing topics, replicated for `brokers` brokers (`replication_for`); by name, "created"
+    or "exists" (an existing topic is left as it is). Other failures raise KafkaException."""
+    factor, configs = replication_for(brokers)
+    futures = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=factor, config=configs)
+                                    for name in names], operation_timeout=timeout)
+    outcome = {}
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout + 5)
+            outcome[name] = "created"
+        except KafkaException as exc:
+            error: Any = exc.args[0] if exc.args else None
+            if getattr(error, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+            outcome[name] = "exists"
+    return outcome
 
 
 def validate(settings: KafkaSettings) -> None:

@@ -8,10 +8,13 @@ identifier created here and selected with USE, which lets tests apply the schema
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from importlib import resources
 from importlib.resources.abc import Traversable
 
 from cassandra.cluster import Session
+from cassandra.pool import Host
 
 from cdc_consumer.identifiers import validate_identifier
 
@@ -57,11 +60,26 @@ def apply_sql(conn) -> list[str]:
     return applied
 
 
+def default_replication(hosts: Iterable[Host], local_dc: str | None = None) -> str:
+    """NetworkTopologyStrategy with replication factor min(3, nodes of the DC) in the local DC (or, when
+    none is configured, the DC with the most nodes). The nodes are the ring's members as the driver knows
+    them, up or down: a node that happens to be down while `cdc init` runs must not lower the keyspace's
+    replication for good."""
+    per_dc = Counter(h.datacenter for h in hosts if h.datacenter)
+    if not per_dc:
+        return "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    dc = local_dc or per_dc.most_common(1)[0][0]
+    if not re.fullmatch(r"[\w.-]{1,64}", dc):
+        raise ValueError(f"data centre name {dc!r} cannot be used in a replication map")
+    return f"{{'class': 'NetworkTopologyStrategy', '{dc}': {min(3, max(1, per_dc[dc]))}}}"
+
+
 def apply_cql(session: Session, keyspace: str, replication: str | None = None) -> int:
-    """Create the keyspace if missing, then every table/type of cql/schema.cql; returns statements run."""
+    """Create the keyspace if missing (`replication`, default `default_replication` of the session's
+    cluster), then every table/type of cql/schema.cql; returns statements run."""
     keyspace = validate_identifier(keyspace, what="keyspace")
-    replication = replication or "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-    if not re.fullmatch(r"\{[\w\s':,.]*\}", replication):
+    replication = replication or default_replication(session.cluster.metadata.all_hosts())
+    if not re.fullmatch(r"\{[\w\s':,.-]*\}", replication):
         raise ValueError(f"replication {replication!r} is not a CQL replication map")
     # Only when missing: even with IF NOT EXISTS, Cassandra's authorizer demands CREATE on ALL KEYSPACES, which
     # a pipeline role granted rights on its own keyspace alone does not have.

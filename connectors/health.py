@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +34,11 @@ from connectors.connect_client import (
     root_cause,
 )
 
-PARTS = ("connector", "slot", "consumer", "cassandra")
+PARTS = ("connector", "slot", "consumer", "cassandra", "cluster")
+
+# Replicas that must answer for a consistency level, given the replication factor in the DC.
+_QUORUM_LEVELS = ("QUORUM", "LOCAL_QUORUM", "EACH_QUORUM")
+_FIXED_LEVELS = {"ANY": 1, "ONE": 1, "LOCAL_ONE": 1, "TWO": 2, "THREE": 3}
 DEFAULT_MAX_WAL_BYTES = 512 * 1024 * 1024
 DEFAULT_GROUP = "cdc-consume"  # `cdc consume --group` default
 # When several timestamp columns could say how new a row is, the first of these wins.
@@ -127,12 +132,37 @@ class SinkHealth:
 
 
 @dataclass
+class NodeHealth:
+    address: str
+    datacenter: str | None
+    rack: str | None
+    up: bool
+
+
+@dataclass
+class ClusterHealth:
+    """Per-node health of the Cassandra ring and the Kafka cluster, and whether the configured Cassandra
+    consistency can be met for every token range of the keyspace (fewest live replicas of any range)."""
+    consistency: str
+    nodes: list[NodeHealth] = field(default_factory=list)
+    replication_factor: int | None = None
+    fewest_live_replicas: int | None = None
+    required_replicas: int | None = None
+    cassandra_error: str | None = None
+    brokers: list[int] = field(default_factory=list)
+    under_replicated: list[str] = field(default_factory=list)  # "topic[p] isr=[..] replicas=[..]"
+    unwritable: list[str] = field(default_factory=list)  # no leader, or in-sync replicas < min.insync.replicas
+    kafka_error: str | None = None
+
+
+@dataclass
 class HealthReport:
     checked_at: datetime
     connector: ConnectorHealth | None = None
     slot: SlotHealth | None = None
     consumer: ConsumerHealth | None = None
     sink: SinkHealth | None = None
+    cluster: ClusterHealth | None = None
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -175,6 +205,10 @@ def gather(targets: Targets, thresholds: Thresholds, *, now: datetime | None = N
         report.consumer.pauses = consumer_pauses(targets.group)
     if "cassandra" not in targets.skip:
         report.sink = sink_health(targets.cassandra, now)
+    if "cluster" not in targets.skip:
+        report.cluster = cluster_health(None if "cassandra" in targets.skip else targets.cassandra,
+                                        None if "consumer" in targets.skip
+                                        else targets.kafka or KafkaSettings(targets.kafka_bootstrap))
     report.problems = judge(report, thresholds)
     return report
 
@@ -285,6 +319,91 @@ def sink_health(cfg: CassandraSettings, now: datetime) -> SinkHealth:
     return health
 
 
+def cluster_health(cfg: CassandraSettings | None, kafka: KafkaSettings | None) -> ClusterHealth:
+    """Either half is left out when its part (`cassandra`, `consumer`) is skipped."""
+    health = ClusterHealth(cfg.consistency if cfg else "")
+    if cfg is not None:
+        _cassandra_nodes(cfg, health)
+    if kafka is not None:
+        _kafka_brokers(kafka, health)
+    return health
+
+
+def required_replicas(consistency: str, replication_factor: int) -> int:
+    if consistency in _QUORUM_LEVELS:
+        return replication_factor // 2 + 1
+    return _FIXED_LEVELS.get(consistency, replication_factor)  # ALL
+
+
+def _cassandra_nodes(cfg: CassandraSettings, health: ClusterHealth) -> None:
+    """Ring members as the driver sees them right after connecting (a node it cannot reach is down), and
+    the live replicas of every token range of the keyspace."""
+    try:
+        cluster, _session = cql_session.connect(cfg, timeout=5)
+    except Exception as exc:  # noqa: BLE001
+        health.cassandra_error = _short(exc)
+        return
+    try:
+        hosts = sorted(cluster.metadata.all_hosts(), key=lambda h: h.address)
+        # The driver marks a host it failed to reach as down a moment after connect() returns, so its flag
+        # alone races; a node also counts as down when its CQL port refuses a connection.
+        live = {h for h in hosts if h.is_up is not False and _accepts(h.address, cfg.port)}
+        health.nodes = [NodeHealth(h.address, h.datacenter, h.rack, h in live) for h in hosts]
+        token_map = cluster.metadata.token_map
+        keyspace = cluster.metadata.keyspaces.get(cfg.keyspace)
+        if token_map is None or keyspace is None:
+            return
+        replica_sets = [token_map.get_replicas(cfg.keyspace, token) for token in token_map.ring]
+        local = [[r for r in replicas if cfg.local_dc is None or r.datacenter == cfg.local_dc]
+                 for replicas in replica_sets]
+        if local and all(local):
+            health.replication_factor = max(len(r) for r in local)
+            health.fewest_live_replicas = min(sum(1 for h in r if h in live) for r in local)
+            health.required_replicas = required_replicas(cfg.consistency, health.replication_factor)
+    finally:
+        cluster.shutdown()
+
+
+def _accepts(address: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _kafka_brokers(kafka: KafkaSettings, health: ClusterHealth) -> None:
+    """Live brokers, under-replicated partitions, and partitions acks=all cannot be written to."""
+    from confluent_kafka.admin import ConfigResource
+
+    from cdc_consumer import kafka_clients
+
+    try:
+        metadata = kafka_clients.probe(kafka, timeout=5)
+    except Exception as exc:  # noqa: BLE001
+        health.kafka_error = _short(exc)
+        return
+    health.brokers = sorted(metadata.brokers)
+    short = [(t.topic, p) for t in metadata.topics.values() for p in t.partitions.values()
+             if len(p.isrs) < len(p.replicas) or p.leader < 0]
+    health.under_replicated = [f"{topic}[{p.id}] isr={sorted(p.isrs)} replicas={sorted(p.replicas)}"
+                               for topic, p in short]
+    if not short:
+        return
+    min_isr = {}
+    try:
+        client = kafka_clients.admin(kafka)
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, topic) for topic in {t for t, _ in short}]
+        for resource, future in client.describe_configs(resources, request_timeout=5).items():
+            entry = future.result(timeout=10).get("min.insync.replicas")
+            min_isr[resource.name] = int(entry.value) if entry is not None else 1
+    except Exception as exc:  # noqa: BLE001 - judged by leaders alone then
+        health.kafka_error = f"min.insync.replicas not read: {_short(exc)}"
+    health.unwritable = [f"{topic}[{p.id}] " + ("has no leader" if p.leader < 0 else
+                                                f"has {len(p.isrs)} in-sync replica(s), needs {min_isr[topic]}")
+                         for topic, p in short if p.leader < 0 or len(p.isrs) < min_isr.get(topic, 1)]
+
+
 def expected_tables() -> set[str]:
     """Tables `cql/schema.cql` creates (empty until the sink's schema exists)."""
     from cdc_consumer.schema import cql_statements
@@ -349,7 +468,23 @@ def _table_freshness(session, keyspace: str, table: str, columns: list[tuple] | 
 def judge(report: HealthReport, thresholds: Thresholds) -> list[str]:
     """Every reason the pipeline is not healthy, one sentence each; empty when healthy."""
     return (_connector_problems(report.connector) + _slot_problems(report.slot, thresholds)
-            + _consumer_problems(report.consumer, thresholds) + _sink_problems(report.sink, thresholds))
+            + _consumer_problems(report.consumer, thresholds) + _sink_problems(report.sink, thresholds)
+            + _cluster_problems(report.cluster))
+
+
+def _cluster_problems(c: ClusterHealth | None) -> list[str]:
+    """Only what stops the pipeline: a consistency level no longer met, a partition that cannot be written.
+    A node down while the rest still meet them is shown in the report, not counted as a problem; an
+    unreachable service is already the consumer's or the sink's problem."""
+    if c is None:
+        return []
+    problems = []
+    if c.required_replicas is not None and (c.fewest_live_replicas or 0) < c.required_replicas:
+        down = ", ".join(n.address for n in c.nodes if not n.up)
+        problems.append(f"Cassandra cannot meet {c.consistency}: a token range has {c.fewest_live_replicas} of "
+                        f"{c.replication_factor} replicas up, {c.required_replicas} needed (down: {down})")
+    problems += [f"Kafka partition {p}: acks=all writes fail" for p in c.unwritable]
+    return problems
 
 
 def _connector_problems(c: ConnectorHealth | None) -> list[str]:

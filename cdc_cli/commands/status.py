@@ -32,6 +32,7 @@ from connectors.health import (
     DEFAULT_GROUP,
     DEFAULT_MAX_WAL_BYTES,
     PARTS,
+    ClusterHealth,
     ConnectorHealth,
     ConsumerHealth,
     HealthReport,
@@ -85,7 +86,7 @@ def status(as_json: bool, connector_name: str, group: str, max_wal_bytes: int, m
 def render(report: HealthReport) -> Group:
     parts: list[RenderableType] = [_headline(report)]
     for section in (connector_table(report.connector), _slot_table(report.slot),
-                    _consumer_table(report.consumer), _sink_table(report.sink)):
+                    _consumer_table(report.consumer), _sink_table(report.sink), *_cluster_tables(report.cluster)):
         if section is not None:
             parts.append(section)
     if report.problems:
@@ -179,3 +180,27 @@ def _sink_table(s: SinkHealth | None) -> Table | None:
         newest = t.newest.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if t.newest else (t.error or "no rows")
         table.add_row(t.table, t.time_column or "-", newest, "" if t.age_s is None else f"{t.age_s:.1f}s")
     return table
+
+
+def _cluster_tables(c: ClusterHealth | None) -> list[Table]:
+    if c is None:
+        return []
+    meets = ("?" if c.required_replicas is None else
+             f"{c.fewest_live_replicas} of {c.replication_factor} replicas up per range at worst, "
+             f"{c.required_replicas} needed")
+    nodes = _table(f"Cassandra nodes ({c.consistency}: {meets})", "node", "dc", "rack", "state")
+    if c.cassandra_error:
+        _error(nodes, c.cassandra_error)
+    for n in c.nodes:
+        nodes.add_row(n.address, n.datacenter or "?", n.rack or "?",
+                      Text("UP", style="green") if n.up else Text("DOWN", style="bold red"))
+    brokers = _table(f"Kafka brokers {c.brokers} ({len(c.under_replicated)} under-replicated partition(s))",
+                     "partition", "state")
+    if c.kafka_error:
+        _error(brokers, c.kafka_error)
+    unwritable = set(c.unwritable)
+    for line in c.under_replicated[:20]:
+        brokers.add_row(line, Text("not writable", style="bold red") if any(u.startswith(line.split(" ")[0] + " ")
+                                                                          for u in unwritable)
+                        else Text("under-replicated", style="yellow"))
+    return [nodes, brokers]
