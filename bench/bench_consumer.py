@@ -91,13 +91,14 @@ def scrape(port: int) -> dict:
     return values
 
 
-def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json", env: dict | None = None) -> dict:
-    """`cdc consume --format fmt` on `topic` (a name or ^regex) until `events` are applied (with `env`: e.g.
-    a secured stack's client settings)."""
+def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json", env: dict | None = None,
+                 options: tuple[str, ...] = ()) -> dict:
+    """`cdc consume --format fmt [options]` on `topic` (a name or ^regex) until `events` are applied (with
+    `env`: e.g. a secured stack's client settings)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic,
                                 "--group", unique_name("bench"), "--cassandra-keyspace", keyspace,
-                                "--metrics-port", str(port), "--progress-every", "0", "--format", fmt], cwd=REPO,
+                                "--metrics-port", str(port), "--progress-every", "0", "--format", fmt, *options], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = wait_until(lambda: (m := scrape(port))["consumed"] > 0 and (time.perf_counter(), m), timeout=120,
