@@ -93,13 +93,14 @@ def scrape(port: int) -> dict:
     return values
 
 
-def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json", env: dict | None = None) -> dict:
-    """`cdc consume --format fmt` on `topic` (a name or ^regex) until `events` are applied (with `env`: e.g.
-    a secured stack's client settings)."""
+def run_consumer(topic: str, keyspace: str, events: int, fmt: str = "json", env: dict | None = None,
+                 options: tuple[str, ...] = ()) -> dict:
+    """`cdc consume --format fmt [options]` on `topic` (a name or ^regex) until `events` are applied (with
+    `env`: e.g. a secured stack's client settings)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "cdc_cli.cli", "consume", "--topics", topic,
                                 "--group", unique_name("bench"), "--cassandra-keyspace", keyspace,
-                                "--metrics-port", str(port), "--progress-every", "0", "--format", fmt], cwd=REPO,
+                                "--metrics-port", str(port), "--progress-every", "0", "--format", fmt, *options], cwd=REPO,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:
         first = wait_until(lambda: (m := scrape(port))["consumed"] > 0 and (time.perf_counter(), m), timeout=120,
@@ -134,6 +135,18 @@ def run_raw_driver(session, keyspace: str, stream: list[tuple[bytes, bytes]]) ->
     start = time.perf_counter()
     execute_concurrent(session, statements, concurrency=100, raise_on_first_error=True, results_generator=False)
     return len(stream) / (time.perf_counter() - start)
+
+
+def print_figures(results: dict, targets: dict[str, tuple[str, float]], width: int = 34) -> None:
+    """One line per figure; a figure with a target says whether it is met."""
+    for key, value in results.items():
+        verdict = ""
+        if key in targets:
+            op, bound = targets[key]
+            met = value >= bound if op == ">=" else value <= bound
+            verdict = f"   target {op} {bound:,}: {'met' if met else 'NOT met'}"
+        shown = f"{value:,}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+        print(f"  {key:{width}} {shown:>12}{verdict}")
 
 
 def fresh_keyspace(session) -> str:
@@ -179,14 +192,7 @@ def main() -> int:
         "consumer.batch_p99_ms": round(consumer["batch_p99_ms"], 2),
     }
     print(f"{args.events} events (ticker/kline alternating, {args.partitions} partitions), one `cdc consume`:")
-    for key, value in results.items():
-        target = TARGETS.get(key)
-        verdict = ""
-        if target:
-            op, bound = target
-            met = value >= bound if op == ">=" else value <= bound
-            verdict = f"   target {op} {bound:,}: {'met' if met else 'NOT met'}"
-        print(f"  {key:34} {value:>12,}{verdict}")
+    print_figures(results, TARGETS)
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=1) + "\n")
     return 0

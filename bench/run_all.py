@@ -17,7 +17,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 BENCHMARKS = ("bench_decoder.py", "bench_poller.py", "bench_consumer.py", "bench_e2e.py", "bench_avro.py",
-              "bench_alerts.py", "bench_secure.py", "bench_cluster.py")
+              "bench_alerts.py", "bench_secure.py", "bench_cluster.py", "bench_peer.py")
 
 
 def cpu_model() -> str:

@@ -40,6 +40,7 @@ from typing import Any, Literal, Protocol, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_CREATE_TIME,
     KafkaError,
     KafkaException,
     TopicPartition,
@@ -60,7 +61,7 @@ from cdc_consumer.errors import (
 from cdc_consumer.events import ChangeEvent, Op, RecordContext
 from cdc_consumer.evolution import SchemaEvolution
 from cdc_consumer.mapping import CompiledMapping, Write
-from cdc_consumer.metrics import ConsumerMetrics
+from cdc_consumer.metrics import STAGE_SAMPLE, ConsumerMetrics
 from cdc_consumer.pause_state import Pause, PauseStateFile
 from cdc_consumer.sink_protocol import Sink
 
@@ -153,7 +154,7 @@ class ConsumerSettings:
 class Record:
     """One consumed Kafka record on its way to Cassandra or the DLQ (the sink/DLQ token)."""
 
-    __slots__ = ("done", "message", "offset", "partition", "table", "topic", "ts_us")
+    __slots__ = ("done", "kafka_ms", "message", "offset", "partition", "table", "topic", "ts_us")
 
     def __init__(self, topic: str, partition: int, offset: int, message: Any = None) -> None:
         self.topic = topic
@@ -162,6 +163,7 @@ class Record:
         self.message = message  # kept until done: a write Cassandra rejects later is parked from it
         self.table: str | None = None
         self.ts_us: int | None = None
+        self.kafka_ms: int | None = None  # Kafka CreateTime, on sampled records (the latency split)
         self.done = False
 
 
@@ -405,6 +407,9 @@ class ChangeConsumer:
             return
         record.table = event.table
         record.ts_us = event.source.ts_us if event.source else None
+        if not record.offset % STAGE_SAMPLE:
+            kind, created_ms = message.timestamp()
+            record.kafka_ms = created_ms if kind == TIMESTAMP_CREATE_TIME else None
         self.sink.add(record, writes)
         if self.sink.buffered >= self.settings.batch_size and not self.paused:
             try:
@@ -450,6 +455,9 @@ class ChangeConsumer:
                 applied[(record.topic, record.table)] += 1
                 if record.ts_us is not None:
                     self.metrics.end_to_end_lag.observe(max(0.0, (now_us - record.ts_us) / 1e6))
+                    if record.kafka_ms is not None:
+                        self.metrics.commit_to_kafka.observe(max(0.0, (record.kafka_ms * 1000 - record.ts_us) / 1e6))
+                        self.metrics.kafka_to_cassandra.observe(max(0.0, (now_us - record.kafka_ms * 1000) / 1e6))
             self._advance(record)
         for (topic, table), count in applied.items():
             self.metrics.applied.labels(topic, table).inc(count)

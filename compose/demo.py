@@ -152,11 +152,13 @@ def summary(consumer_metrics: str, baseline_metrics: str, exchange: str) -> int:
             cass_rows = session.execute(f"SELECT count(*) FROM {cass_table}", timeout=60).one()[0]
             print(f"{pg_table:34} {pg_rows:>8}   {cass_table:18} {cass_rows:>8}")
     cluster.shutdown()
-    quantiles, count = histogram_quantiles(consumer_metrics, "cdc_end_to_end_lag_seconds", baseline_metrics)
-    if count:
-        print(f"end-to-end latency (PostgreSQL commit -> Cassandra write acknowledged, {count} changes, "
-              f"from the consumer's histogram): p50 {quantiles[0.5] * 1000:.0f} ms, "
-              f"p99 {quantiles[0.99] * 1000:.0f} ms")
+    stages = (("end-to-end latency (PostgreSQL commit -> Cassandra write acknowledged", "cdc_end_to_end_lag_seconds"),
+              ("  commit -> Kafka (Debezium, Connect", "cdc_commit_to_kafka_seconds"),
+              ("  Kafka -> Cassandra (cdc consume", "cdc_kafka_to_cassandra_seconds"))
+    for what, histogram in stages:  # the consumer's histograms (the two stages on 1 record in 8)
+        quantiles, count = histogram_quantiles(consumer_metrics, histogram, baseline_metrics)
+        if count:
+            print(f"{what}, {count} changes): p50 {quantiles[0.5] * 1000:.0f} ms, p99 {quantiles[0.99] * 1000:.0f} ms")
     keyspace = settings.cassandra.keyspace
     query = f"SELECT symbol, last_price, price_change_percent, event_time FROM {keyspace}.latest_prices LIMIT 5;"
     say(f"cqlsh -e \"{query}\"")

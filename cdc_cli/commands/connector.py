@@ -10,13 +10,14 @@ import uuid
 import click
 import orjson
 import psycopg
+from confluent_kafka import KafkaException
 from psycopg import sql
 
 from cdc_cli.commands.options import connect_client, connect_url_option, pg_dsn_option, settings
-from cdc_consumer import pg
+from cdc_consumer import kafka_clients, pg
 from cdc_consumer.config import PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
-from cdc_consumer.secrets import mask_url
+from cdc_consumer.secrets import mask_url, redact
 from connectors import slots
 from connectors.config import (
     AVRO_TEMPLATE,
@@ -38,6 +39,7 @@ from connectors.connect_client import (
     ConnectorState,
     trace_head,
 )
+from connectors.topics import TopicPlan, ensure_topics, table_topics
 
 # Changing these on a live connector would mix two formats in its topics.
 FORMAT_KEYS = ("key.converter", "value.converter")
@@ -77,8 +79,12 @@ def timeout_option(default: float):
               help="Wait until the connector and all its tasks are RUNNING.")
 @timeout_option(120.0)
 @click.option("--force", is_flag=True, help="Allow changing the converters of an existing connector.")
+@click.option("--create-topics/--no-create-topics", default=True, show_default=True,
+              help="Create each captured table's topic first (topic.creation.default.partitions / "
+                   "replication.factor), so consumers see every topic before the first change.")
 def register_connector(config_file: str | None, fmt: str | None, name: str | None, connect_url: str,
-                       overrides: tuple[str, ...], wait: bool, timeout: float, force: bool) -> None:
+                       overrides: tuple[str, ...], wait: bool, timeout: float, force: bool,
+                       create_topics: bool) -> None:
     """Validate, then create or update the Debezium connector (idempotent)."""
     if config_file and fmt:
         raise click.UsageError("--config and --format both choose the template; give one of them")
@@ -99,6 +105,8 @@ def register_connector(config_file: str | None, fmt: str | None, name: str | Non
                 for message in error.messages:
                     click.echo(f"  {error.name}: {message}", err=True)
             raise SystemExit(1)
+        if create_topics:
+            _create_topics(table_topics(desired.config), min(timeout, 30.0))
         current = client.get_config(desired.name)
         changes = diff(current, desired.config)
         if current is not None and not changes:
@@ -114,6 +122,26 @@ def register_connector(config_file: str | None, fmt: str | None, name: str | Non
                     click.echo(f"  {change.describe()}")
         if wait:
             _wait_running(client, desired.name, timeout, changes if current is not None else [])
+
+
+def _create_topics(plan: TopicPlan, timeout: float) -> None:
+    """The captured tables' topics before the connector's first change. Kafka refusing is not fatal:
+    Debezium then creates each topic with its table's first change, as without this step (a warning says so)."""
+    kafka = settings().kafka
+    try:
+        outcome = ensure_topics(kafka_clients.admin(kafka), plan.topics, partitions=plan.partitions,
+                                replication=plan.replication, timeout=timeout)
+    except (kafka_clients.KafkaConfigError, KafkaException) as exc:
+        click.echo(f"warning: topics not created beforehand ({redact(str(exc), kafka.secrets)}); Debezium "
+                   "creates each with its table's first change, and consumers find it at their next metadata "
+                   "refresh", err=True)
+        return
+    created = sorted(t for t, state in outcome.items() if state == "created")
+    if created:
+        click.echo(f"topics created ({plan.partitions} partitions, replication {plan.replication}): "
+                   f"{', '.join(created)}")
+    for entry in plan.left_to_debezium:
+        click.echo(f"table.include.list entry {entry!r} is a pattern: its topics are created by Debezium", err=True)
 
 
 def _refuse_format_change(name: str, current, changes, force: bool) -> None:

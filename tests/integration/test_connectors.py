@@ -141,6 +141,28 @@ def test_registered_connector_runs_and_streams_a_committed_row_to_its_topic(capt
     assert event["source"]["db"] == conninfo_to_dict(capture.dsn)["dbname"]
 
 
+def test_register_creates_every_captured_tables_topic_before_any_change(capture):
+    """A fresh capture (empty tables: the snapshot writes nothing): every table's topic exists anyway, with
+    the connector's topic.creation partitions and replication, and holds no record yet."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    result = register_running(capture, "--set", "topic.creation.default.partitions=2")
+    assert "topics created (2 partitions, replication 1)" in result.output
+
+    topics = AdminClient({"bootstrap.servers": capture.bootstrap}).list_topics(timeout=10).topics
+    reader = Consumer({"bootstrap.servers": capture.bootstrap, "group.id": unique_name("t_marks")})
+    try:
+        for table in ("ticker_24h", "klines", "order_book", "trades"):
+            partitions = topics[capture.topic(table)].partitions
+            assert sorted(partitions) == [0, 1]
+            assert [len(p.replicas) for p in partitions.values()] == [1, 1]
+            for number in partitions:
+                assert reader.get_watermark_offsets(TopicPartition(capture.topic(table), number), timeout=10) == (0, 0)
+    finally:
+        reader.close()
+
+
 def test_registering_the_same_config_twice_changes_nothing(capture):
     register_running(capture)
     before = ConnectClient(capture.connect_url).get_config(capture.name)

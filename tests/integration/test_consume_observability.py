@@ -45,6 +45,22 @@ def samples(port: int) -> dict[tuple, float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
+def read_topic(bootstrap: str, topic: str, count: int) -> list:
+    """The first `count` records of the topic, read with a plain consumer (not the code under test)."""
+    from confluent_kafka import Consumer
+
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("t_read"),
+                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    reader.subscribe([topic])
+    messages: list = []
+    try:
+        wait_until(lambda: messages.extend(m for m in reader.consume(count, 0.5) if not m.error()) or
+                   len(messages) >= count, timeout=60, interval=0, what=f"{count} records of {topic}")
+    finally:
+        reader.close()
+    return messages
+
+
 def test_metrics_and_json_progress_lines_describe_what_was_applied(kafka_bootstrap, kafka_topic, keyspace):
     create_topic(kafka_bootstrap, kafka_topic, 2)
     tickers = ticker_stream(40, symbols=4, start=datetime(2036, 1, 1, tzinfo=UTC)).records
@@ -70,6 +86,11 @@ def test_metrics_and_json_progress_lines_describe_what_was_applied(kafka_bootstr
     assert metrics[("cdc_rows_written_total", (("operation", "upsert"), ("table", "klines_by_bucket")))] == 60
     assert metrics[("cdc_end_to_end_lag_seconds_count", ())] == 100
     assert metrics[("cdc_batch_write_seconds_count", ())] > 0
+    # The latency split is sampled on the applied records whose offset is a multiple of 8.
+    sampled = sum(1 for m in read_topic(kafka_bootstrap, kafka_topic, 101) if m.offset() % 8 == 0 and m.key() != b"k")
+    assert sampled > 0
+    assert metrics[("cdc_commit_to_kafka_seconds_count", ())] == sampled
+    assert metrics[("cdc_kafka_to_cassandra_seconds_count", ())] == sampled
     for reason in ("cassandra_unavailable", "registry_unavailable", "kafka_unavailable"):
         assert metrics[("cdc_consumer_paused", (("reason", reason),))] == 0
 
