@@ -442,9 +442,11 @@ class AvroDecoder:
         [(name, bytes)] or a mapping."""
         return self.decode_record(RecordContext(topic, partition, offset, None, headers, key), value)
 
-    def decode_key(self, key: bytes | None) -> dict[str, Any] | None:
+    def decode_key(self, key: bytes | str | None) -> dict[str, Any] | None:
         if key is None:
             return None
+        if isinstance(key, str):  # a client configured with a string key deserializer
+            key = key.encode()
         compiled, start = self._framed(key)
         datum = compiled.key(key, start)
         if datum.__class__ is not dict:

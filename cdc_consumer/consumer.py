@@ -34,9 +34,9 @@ import logging
 import time
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -437,15 +437,13 @@ class ChangeConsumer:
 
     def _park_rejected(self) -> None:
         """Records whose writes Cassandra rejected for good go to the DLQ (permanent for the record)."""
-        for token, error in self.sink.rejected():
-            record = cast(Record, token)  # the sink hands back the tokens this loop gave it: Records
+        for record, error in self.sink.rejected():  # the sink hands back the tokens this loop gave it
             self._to_dlq(record, record.message, error)
 
-    def _release(self, tokens: list[Hashable]) -> None:
+    def _release(self, records: list[Record]) -> None:
         """Mark acknowledged records done; count applied ones and their end-to-end lag."""
-        if not tokens:
+        if not records:
             return
-        records = cast("list[Record]", tokens)  # the sink and the DLQ hand back this loop's tokens: Records
         now_us = time.time() * 1e6
         applied: Tally = Tally()
         for record in records:

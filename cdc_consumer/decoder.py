@@ -246,7 +246,7 @@ class Decoder:
         """A record key (`{schema, payload}` or plain JSON) as a dict of decoded values; None stays None."""
         if key is None:
             return None
-        data = key.encode() if key.__class__ is str else key
+        data = key.encode() if isinstance(key, str) else key
         try:
             return self._key(data, exact=False)
         except InexactNumber:
@@ -269,7 +269,7 @@ class Decoder:
 
     def _value_event(self, value: bytes | str, record: RecordContext, key: dict[str, Any] | None,
                      headers: Mapping[str, bytes | None]) -> ChangeEvent | None:
-        data = value.encode() if value.__class__ is str else value
+        data = value.encode() if isinstance(value, str) else value
         compiled, payload = self._document(data, exact=False)
         if payload is None:  # `{"schema": null, "payload": null}`: a tombstone in JSON's own spelling
             return None

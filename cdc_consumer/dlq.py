@@ -62,7 +62,7 @@ def classify_kafka_error(error: KafkaError, topic: str = "") -> ClassifiedError:
     return TransientError(message, edge="kafka", reason="kafka_unavailable", error_class=error.name())
 
 
-def error_headers(*, topic: str, partition: int, offset: int, error_type: str, reason: str, edge: str,
+def error_headers(*, topic: str, partition: int | None, offset: int | None, error_type: str, reason: str, edge: str,
                   error_class: str, reason_tag: str, attempt: int) -> list[tuple[str, bytes]]:
     return [
         ("cdc.error", mask_text(reason).encode("utf-8", "replace")),
@@ -108,7 +108,7 @@ class _Owner:
 class _Parked:
     owner: _Owner
     topic: str
-    key: bytes | None
+    key: bytes | str | None
     value: bytes | None
     headers: list[tuple[str, str | bytes | None]]  # as Producer.produce takes them
     attempts: int = 0
@@ -297,9 +297,10 @@ class ReparkingQueue(DeadLetterQueue):
     def _copy(self, owner: _Owner, letter: DeadLetter, target: str | None = None) -> _Parked:
         record = letter.record
         parked = header_map(record.headers)
+        partition, offset = parked.get("cdc.original.partition"), parked.get("cdc.original.offset")
         origin = dataclasses.replace(record, topic=parked.get("cdc.original.topic", record.topic),
-                                     partition=int(parked.get("cdc.original.partition", record.partition)),
-                                     offset=int(parked.get("cdc.original.offset", record.offset)))
+                                     partition=int(partition) if partition is not None else record.partition,
+                                     offset=int(offset) if offset is not None else record.offset)
         original = dataclasses.replace(letter, record=origin,
                                        attempt=int(parked.get(ATTEMPT_HEADER, "1") or 1) + 1)
         return super()._copy(owner, original, self.dlq_topic_name)

@@ -411,7 +411,7 @@ def bind(write: Write):
     """The bound statement of one write: values then timestamp, or timestamp then key."""
     statements = write.target.statements
     assert statements is not None, "a mapping compiled without a session cannot be written"
-    if write.is_delete:
+    if write.values is None:  # a delete
         return statements.delete_binder.bind([write.timestamp, *write.key])
     return statements.insert_binder.bind([*write.values, write.timestamp])
 
