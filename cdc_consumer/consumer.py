@@ -223,6 +223,7 @@ class ChangeConsumer:
         self.record_filter = record_filter
         self.evolution = evolution  # new source columns: ignored and counted, or added (evolution.py)
         self._held: dict[tuple[str, int], int] = {}  # partitions rewound to a record waiting for the registry
+        self._retrying: set[tuple[str, int]] = set()  # held partitions resumed after the backoff, not yet decoded
         self._hold_attempts = 0
         self._hold_until = 0.0
         self._last_pause_warning = 0.0
@@ -363,8 +364,8 @@ class ChangeConsumer:
             self._to_dlq(record, message, PermanentRecordError(str(exc), edge="decoder", reason="decoder_bug",
                                                                error_class=type(exc).__name__))
             return
-        if self._hold_attempts:
-            self._hold_attempts = 0  # the registry answers again
+        if self._retrying and (topic, partition) in self._retrying:
+            self._registry_answered((topic, partition))
             self._clear_pause("registry_unavailable")
         skip = self._skip_reason(event)
         if skip == "truncate" and self.settings.on_truncate == "dlq":
@@ -543,12 +544,14 @@ class ChangeConsumer:
         for key in keys:
             self.progress.pop(key, None)
             self._held.pop(key, None)
+            self._retrying.discard(key)
         log.info("revoked %s", _describe(partitions))
 
     def _on_lost(self, consumer: KafkaConsumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.progress.pop((tp.topic, tp.partition), None)
             self._held.pop((tp.topic, tp.partition), None)
+            self._retrying.discard((tp.topic, tp.partition))
         log.warning("lost %s (not committed; the new owner will consume them again)", _describe(partitions))
 
     # ------------------------------------------------------------------------------ backpressure
@@ -612,6 +615,7 @@ class ChangeConsumer:
         progress.records.pop()  # the record was just added: it is consumed again after the rewind
         self.totals.consumed -= 1
         self._held[key] = record.offset
+        self._retrying.discard(key)
         self._hold_attempts += 1
         delay = backoff_delay(self._hold_attempts, self.settings.retry_initial, self.settings.retry_max)
         self._hold_until = time.monotonic() + delay
@@ -622,18 +626,30 @@ class ChangeConsumer:
                     self._hold_attempts, error.describe())
 
     def _retry_held(self) -> None:
-        """The backoff has passed: consume the held records again. The pause reason stays until one of them
-        decodes (so the gauge and `cdc status` do not flap during an outage); a failure holds it again with
-        a longer wait. If a rebalance took the held partitions away, nothing waits any more: the pause ends
-        (without this, a rebalance during an outage left the consumer paused for good)."""
+        """The backoff has passed: consume the held records again. The pause reason stays until a held
+        record decodes (records of other partitions, fetched before the pause, say nothing about the
+        registry), so the gauge and `cdc status` do not flap during an outage; a failure holds it again
+        with a longer wait. If a rebalance took the held partitions away, nothing waits any more and the
+        pause ends (without this, a rebalance during an outage left the consumer paused for good)."""
         if not self._held:
-            self._hold_attempts = 0
-            self._clear_pause("registry_unavailable")
+            self._registry_answered(None)
             return
+        self._retrying |= self._held.keys()
         self._held.clear()
         # Nothing held when this passes (the retried record decoded, or its partition was revoked): clear.
         self._hold_until = time.monotonic() + self.settings.retry_max
         self._resume_unless_waiting(also_ignoring="registry_unavailable")
+
+    def _registry_answered(self, key: tuple[str, int] | None) -> None:
+        """A held record decoded (or nothing is held any more): the registry wait is over once no held
+        partition is left to retry."""
+        if key is None:
+            self._retrying.clear()
+        else:
+            self._retrying.discard(key)
+        if not self._retrying and not self._held:
+            self._hold_attempts = 0
+            self._clear_pause("registry_unavailable")
 
     def _consumer_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:

@@ -92,3 +92,16 @@ def test_a_rebalance_that_takes_the_held_partition_away_does_not_leave_the_consu
     assert kafka.paused == {("t", 1)}
     backoff_passes(consumer)
     assert kafka.paused == set() and gauge(consumer) == 0, "nothing waits any more: consumption resumes"
+
+
+def test_a_record_of_another_partition_decoding_does_not_end_the_wait():
+    """Records fetched before the pause (schemas cached) decode fine; they say nothing about the registry."""
+    registry = Registry()
+    consumer, kafka = loop(registry)
+    consumer._handle(FakeMessage("t", 0, 7))
+    backoff_passes(consumer)
+    registry.up = True  # as far as partition 1's cached schema goes
+    consumer._handle(FakeMessage("t", 1, 3))
+    assert gauge(consumer) == 1, "partition 0's record has not been retried yet"
+    consumer._handle(FakeMessage("t", 0, 7))
+    assert gauge(consumer) == 0 and consumer.totals.dlq == 0

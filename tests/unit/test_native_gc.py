@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import pytest
 
-from cdc_consumer import mapping
 from cdc_consumer.conversions import CONVERSIONS
 from cdc_consumer.events import UNAVAILABLE, ChangeEvent, Source
 from cdc_consumer.mapping import CompiledColumn, TargetWriter
+from cdc_consumer.mapping import writer as mapping_writer
 
 json_native = pytest.importorskip("cdc_consumer._json_native")
 avro_native = pytest.importorskip("cdc_consumer._avro_native")
@@ -116,7 +116,7 @@ def test_a_serializer_in_a_cycle_is_freed():
 
 def test_a_target_writer_and_its_converter_are_freed():
     """The real cycle: TargetWriter -> its C Converter -> the writer and its bound methods."""
-    assert mapping._cql_native is cql_native
+    assert mapping_writer._cql_native is cql_native
 
     def build(holder):
         writer = TargetWriter("t", (CompiledColumn("k", ("k",), CONVERSIONS["text"]),), ("k",), 1, "delete", "skip")
