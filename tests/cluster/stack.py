@@ -70,8 +70,15 @@ class ClusterStack:
         return subprocess.run([str(STACK), *args], capture_output=True, text=True, timeout=timeout,
                               env=self.stack_env())
 
+    def running(self) -> bool:
+        """Every service's recorded process alive (not `status`'s exit code: a node slow to answer its probe,
+        or an under-replicated partition, makes that 1, and a running cluster must not be taken for ours)."""
+        states = {line.split()[0]: line.split()[1] for line in self.stack("status", *SERVICES).stdout.splitlines()
+                  if len(line.split()) > 1}
+        return all(states.get(service) == "running" for service in SERVICES)
+
     def up(self) -> dict[str, str]:
-        running = self.stack("status", *SERVICES).returncode == 0
+        running = self.running()
         t0 = time.monotonic()
         result = self.stack("up", *SERVICES)
         self.start_seconds = time.monotonic() - t0
