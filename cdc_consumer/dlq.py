@@ -253,11 +253,10 @@ class DeadLetterQueue(Generic[Token]):
             return
         try:
             # Replicated like the topics it shadows: min(3, brokers), min.insync.replicas 2 at 3 (acks=all).
-            brokers = len(self._admin.list_topics(timeout=10).brokers)
-            if kafka_clients.ensure_topics(self._admin, [topic], partitions=1, brokers=brokers,
+            factor, configs = kafka_clients.replication_for(len(self._admin.list_topics(timeout=10).brokers))
+            if kafka_clients.ensure_topics(self._admin, [topic], partitions=1, replication=factor, configs=configs,
                                            timeout=10)[topic] == "created":
-                log.info("created DLQ topic %s (replication factor %d)", topic,
-                         kafka_clients.replication_for(brokers)[0])
+                log.info("created DLQ topic %s (replication factor %d)", topic, factor)
         except KafkaException as exc:
             log.warning("could not create DLQ topic %s (producing anyway): %s", topic, exc)
         self._known_topics.add(topic)

@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -162,13 +162,16 @@ def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
     return factor, ({"min.insync.replicas": "2"} if factor == 3 else {})
 
 
-def ensure_topics(client: AdminClient, names: list[str], *, partitions: int, brokers: int,
-                  timeout: float = 30.0) -> dict[str, str]:
-    """Create the missing topics, replicated for `brokers` brokers (`replication_for`); by name, "created"
-    or "exists" (an existing topic is left as it is). Other failures raise KafkaException."""
-    factor, configs = replication_for(brokers)
-    futures = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=factor, config=configs)
-                                    for name in names], operation_timeout=timeout)
+def ensure_topics(client: AdminClient, names: Sequence[str], *, partitions: int, replication: int,
+                  configs: Mapping[str, str] | None = None, timeout: float = 30.0) -> dict[str, str]:
+    """Create the missing topics (`replication_for(brokers)` gives a cluster's factor and configs); by name,
+    "created" or "exists" (an existing topic is left as it is: changing its partitions would move keys
+    between partitions). Other failures (authorization, replication factor, timeout) raise KafkaException."""
+    if not names:
+        return {}
+    futures = client.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=replication,
+                                             config=dict(configs or {})) for name in names],
+                                   request_timeout=timeout, operation_timeout=timeout)
     outcome = {}
     for name, future in futures.items():
         try:

@@ -4,7 +4,7 @@ Debezium (through Connect's topic creation) creates a table's topic with that ta
 consumer subscribed by regex only finds a new topic at its next metadata refresh, followed by a rebalance:
 on a fresh stack the first changes waited seconds. `cdc register-connector` therefore creates every
 captured table's topic beforehand, with the connector's `topic.creation.default.*` partitions and
-replication factor.
+replication factor (created by `kafka_clients.ensure_topics`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
 
 DEFAULT_PARTITIONS = 3
 DEFAULT_REPLICATION = 1
@@ -41,25 +38,3 @@ def table_topics(config: Mapping[str, str]) -> TopicPlan:
                      partitions=int(config.get("topic.creation.default.partitions", DEFAULT_PARTITIONS)),
                      replication=int(config.get("topic.creation.default.replication.factor", DEFAULT_REPLICATION)),
                      left_to_debezium=tuple(e for e in entries if e not in plain))
-
-
-def ensure_topics(admin: AdminClient, topics: tuple[str, ...] | list[str], *, partitions: int = DEFAULT_PARTITIONS,
-                  replication: int = DEFAULT_REPLICATION, timeout: float = 30.0) -> dict[str, str]:
-    """Create the topics that do not exist yet; {topic: "created" | "exists"}. An existing topic is left
-    as it is (its partitions are not changed: that would move keys between partitions).
-    Raises KafkaException for any other failure (authorization, invalid replication factor, timeout)."""
-    if not topics:
-        return {}
-    futures = admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=replication)
-                                   for t in topics], request_timeout=timeout, operation_timeout=timeout)
-    outcome = {}
-    for topic, future in futures.items():
-        try:
-            future.result(timeout)
-            outcome[topic] = "created"
-        except KafkaException as exc:
-            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                outcome[topic] = "exists"
-            else:
-                raise
-    return outcome

@@ -39,7 +39,7 @@ from connectors.connect_client import (
     ConnectorState,
     trace_head,
 )
-from connectors.topics import TopicPlan, ensure_topics, table_topics
+from connectors.topics import TopicPlan, table_topics
 
 # Changing these on a live connector would mix two formats in its topics.
 FORMAT_KEYS = ("key.converter", "value.converter")
@@ -129,8 +129,8 @@ def _create_topics(plan: TopicPlan, timeout: float) -> None:
     Debezium then creates each topic with its table's first change, as without this step (a warning says so)."""
     kafka = settings().kafka
     try:
-        outcome = ensure_topics(kafka_clients.admin(kafka), plan.topics, partitions=plan.partitions,
-                                replication=plan.replication, timeout=timeout)
+        outcome = kafka_clients.ensure_topics(kafka_clients.admin(kafka), plan.topics, partitions=plan.partitions,
+                                              replication=plan.replication, timeout=timeout)
     except (kafka_clients.KafkaConfigError, KafkaException) as exc:
         click.echo(f"warning: topics not created beforehand ({redact(str(exc), kafka.secrets)}); Debezium "
                    "creates each with its table's first change, and consumers find it at their next metadata "

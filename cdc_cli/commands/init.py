@@ -69,14 +69,15 @@ def _create_topics(kafka: KafkaSettings, prefix: str, partitions: int) -> None:
     brokers = len(kafka_clients.probe(kafka).brokers)
     topics = [f"{prefix}.public.{table}" for table in SOURCE_TABLES]
     client = kafka_clients.admin(kafka)
+    factor, configs = kafka_clients.replication_for(brokers)
     try:
-        outcome = kafka_clients.ensure_topics(client, topics, partitions=partitions, brokers=brokers)
+        outcome = kafka_clients.ensure_topics(client, topics, partitions=partitions, replication=factor,
+                                              configs=configs)
         outcome |= kafka_clients.ensure_topics(client, [dlq_topic(DEFAULT_TOPIC_TEMPLATE, t) for t in topics],
-                                               partitions=1, brokers=brokers)
+                                               partitions=1, replication=factor, configs=configs)
     except KafkaException as exc:
         raise kafka_clients.KafkaUnavailable(f"Kafka at {kafka.bootstrap}: creating topics failed: "
                                              f"{redact(str(exc), kafka.secrets)}") from None
-    factor, configs = kafka_clients.replication_for(brokers)
     created = sum(1 for state in outcome.values() if state == "created")
     click.echo(f"kafka: {len(outcome)} topics ({created} created, {len(outcome) - created} existed), "
                f"replication factor {factor} of {brokers} broker(s)"
