@@ -222,9 +222,9 @@ def test_the_stack_lists_prometheus_and_alertmanager_as_ready(prometheus, alertm
                             timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()}
-    assert "ready" in lines["prometheus"] and "ready" in lines["alertmanager"]  # then e.g. rss=79MB
-    assert lines["prometheus"][3] == f"port={prometheus.rsplit(':', 1)[1]}"
-    assert lines["alertmanager"][3] == f"port={alertmanager.rsplit(':', 1)[1]}"
+    # name, state, pid=N, host:port, ready, rss=NMB
+    assert lines["prometheus"][3:5] == [prometheus.split("//")[1], "ready"], result.stdout
+    assert lines["alertmanager"][3:5] == [alertmanager.split("//")[1], "ready"], result.stdout
 
 
 def test_stack_up_of_a_running_prometheus_reloads_its_configuration(prometheus):
