@@ -57,6 +57,12 @@ class AlertsProcess:
     def pushed(self) -> list[dict]:
         return [json.loads(line) for line in self.stdout_path.read_text().splitlines() if line.strip()]
 
+    def wait_pushed_states(self, count: int, timeout: float = 30) -> list[str]:
+        """The states of the first `count` pushes, once printed. The verb prints a push after Alertmanager
+        accepted it, so a test that saw the alert change in Alertmanager must still wait for the line."""
+        wait_until(lambda: len(self.pushed()) >= count, timeout=timeout, what=f"{count} pushed alert line(s)")
+        return [p["state"] for p in self.pushed()]
+
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -85,7 +85,7 @@ def test_alert_fires_once_and_survives_restarts(kafka_bootstrap, kafka_topic, al
     assert alert["annotations"]["change_percent"] == "5.500"
     assert alert["annotations"]["from_price"] == "100.00000000"
     assert alert["startsAt"].startswith((start + timedelta(seconds=11)).strftime("%Y-%m-%dT%H:%M:%S"))
-    assert [p["state"] for p in second.pushed()] == ["firing"], second.log_path.read_text()
+    assert second.wait_pushed_states(1) == ["firing"], second.log_path.read_text()
     wait_all_committed(kafka_bootstrap, f"{kafka_topic}-g", kafka_topic)
     assert second.stop() == 0, second.log_path.read_text()
 
@@ -116,7 +116,7 @@ def test_resolved_when_the_move_falls_back(kafka_bootstrap, kafka_topic, alertma
     wait_until(lambda: active_alerts(alertmanager_url, rule=rule), timeout=30, what="the alert to fire")
     produce(kafka_bootstrap, kafka_topic, tickers([(f"{tag}USDT", "20.50")], start, 2))  # +2.5 % from 20
     wait_until(lambda: not active_alerts(alertmanager_url, rule=rule), timeout=30, what="the alert to resolve")
-    assert [p["state"] for p in process.pushed()] == ["firing", "resolved"]
+    assert process.wait_pushed_states(2) == ["firing", "resolved"]
     port = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", process.log_path.read_text()).group(1)
     exposition = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     for series in ('cdc_alerts_pushed_total{state="firing"} 1.0', 'cdc_alerts_pushed_total{state="resolved"} 1.0',
