@@ -102,10 +102,14 @@ class ChangeEvent:
         return f"{self.source.schema}.{self.source.table}" if self.source.schema else self.source.table
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordContext:
     """Where one Kafka record came from: built once per record (`of`) and handed, instead of loose values,
-    to the decoder and the DLQ. `headers` and `key` are as the Kafka client gave them (undecoded)."""
+    to the decoder and the DLQ. `headers` and `key` are as the Kafka client gave them (undecoded).
+
+    Treat it as immutable (derive another with `dataclasses.replace`). It is not `frozen=True` on purpose:
+    a frozen dataclass sets each field through `object.__setattr__`, and building one cost 1.02 µs against
+    0.23 µs for this one (timeit, 6 fields), once per record on the hot path — about 1/7 of an Avro decode."""
 
     topic: str
     partition: int | None = None
