@@ -143,6 +143,10 @@ def peer_config(topic: str, keyspace: str, settings: Settings) -> dict[str, str]
 
 # --- one timed run ------------------------------------------------------------------------------------
 
+class ProductFailed(RuntimeError):
+    """A product stopped or failed during its run: the race cannot go on."""
+
+
 class Product:
     """Starts a product writing `keyspace` from `topic`; `pids()` are the processes whose CPU counts."""
 
@@ -159,7 +163,7 @@ class CdcConsume(Product):
 
     def start(self, topic: str, keyspace: str) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic, "--group", unique_name("peer"),
+            [sys.executable, "-m", "cdc_cli.cli", "consume", "--topics", topic, "--group", unique_name("peer"),
              "--cassandra-keyspace", keyspace, "--progress-every", "0"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -168,7 +172,7 @@ class CdcConsume(Product):
 
     def check(self) -> None:
         if self.process.poll() is not None:
-            raise RuntimeError(f"cdc consume exited {self.process.returncode}: {self.process.stderr.read()[-2000:]}")
+            raise ProductFailed(f"cdc consume exited {self.process.returncode}: {self.process.stderr.read()[-2000:]}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -200,7 +204,7 @@ class DataStaxSink(Product):
         except ConnectorNotFound:  # 404 for a moment after creation
             return
         if failures:
-            raise RuntimeError(f"DataStax sink failed: {failures[0][0]}: {(failures[0][1] or '')[:2000]}")
+            raise ProductFailed(f"DataStax sink failed: {failures[0][0]}: {(failures[0][1] or '')[:2000]}")
 
     def stop(self) -> None:
         self.client.delete(self.connector)
@@ -224,15 +228,15 @@ def timed_run(product: Product, session, topic: str, keyspace: str, stream: Stre
     try:
         # Probes: a LIMIT 1 read, then one 50-row read every 50 ms: light next to the writes.
         start = wait_until(lambda: visible(first_row, bool), timeout=300, interval=0.01,
-                           what=f"{product.name}'s first row")
+                           what=f"{product.name}'s first row", fatal=(ProductFailed,))
         end = wait_until(lambda: visible(latest, lambda rows: dict(rows) == last_event_us), timeout=600,
-                         interval=0.05, what=f"{product.name}: every symbol's last event")
+                         interval=0.05, what=f"{product.name}: every symbol's last event", fatal=(ProductFailed,))
         # Every history row too; when the count lags the probe (a write of an earlier event still in
         # flight), the run ends when the count is complete.
         count = session.prepare(f"SELECT COUNT(*) FROM {keyspace}.ticker_by_day")
         if session.execute(count, timeout=120).one()[0] < len(stream.rows):
             end = wait_until(lambda: visible(count, lambda rows: rows[0][0] >= len(stream.rows)), timeout=600,
-                             interval=0.2, what=f"{product.name}: every ticker_by_day row")
+                             interval=0.2, what=f"{product.name}: every ticker_by_day row", fatal=(ProductFailed,))
     finally:
         product.stop()
     (t0, product0, cassandra0), (t1, product1, cassandra1) = start, end

@@ -99,7 +99,7 @@ def main() -> int:
     keyspace = fresh_keyspace(session)
     out = args.out or Path(tempfile.mkstemp(suffix=".txt")[1])
     port = free_port()
-    consume = [sys.executable, "-m", "cdc_consumer.cli", "consume", "--topics", topic, "--group", unique_name("prof"),
+    consume = [sys.executable, "-m", "cdc_cli.cli", "consume", "--topics", topic, "--group", unique_name("prof"),
                "--cassandra-keyspace", keyspace, "--metrics-port", str(port), "--progress-every", "0"]
     process = subprocess.Popen(consume, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:  # py-spy attaches once records flow, so start-up (imports, mapping compilation) is not sampled

@@ -28,10 +28,11 @@ def unique_name(prefix: str) -> str:
 
 
 def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: float = 0.1,
-               what: str = "condition") -> T:
+               what: str = "condition", fatal: tuple[type[Exception], ...] = ()) -> T:
     """Poll `predicate` until it returns a truthy value or the deadline passes (then AssertionError).
 
-    Exceptions raised by the predicate count as "not yet"; the last one is reported on timeout.
+    Exceptions raised by the predicate count as "not yet"; the last one is reported on timeout. Those of
+    the `fatal` types end the wait at once (e.g. the process being waited for has exited).
     """
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
@@ -40,6 +41,8 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: f
             value = predicate()
             if value:
                 return value
+        except fatal:
+            raise
         except Exception as exc:  # noqa: BLE001 - retried until the deadline
             last_error = exc
         if time.monotonic() >= deadline:
