@@ -27,13 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import requests  # noqa: E402
-from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from bench.bench_consumer import fresh_keyspace, produce, run_consumer  # noqa: E402
 from bench.bench_decoder import avro_records, json_records  # noqa: E402
 from bench.bench_e2e import measure  # noqa: E402
 from bench.envelopes import fixture_dir  # noqa: E402
-from cdc_consumer import cql_session  # noqa: E402
+from cdc_consumer import cql_session, kafka_clients  # noqa: E402
 from cdc_consumer.config import Settings  # noqa: E402
 from tests.support import unique_name  # noqa: E402
 
@@ -71,13 +70,13 @@ def consume_rates(settings: Settings, events: int) -> dict[str, float]:
     try:
         for fmt, stream in streams.items():
             topic = unique_name(f"bench_{fmt}")
-            produce(settings.kafka_bootstrap, topic, PARTITIONS, stream)
+            produce(settings.kafka, topic, PARTITIONS, stream)
             keyspace = fresh_keyspace(session)
             try:
                 rates[fmt] = run_consumer(topic, keyspace, len(stream), fmt)["events_per_s"]
             finally:
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-                AdminClient({"bootstrap.servers": settings.kafka_bootstrap}).delete_topics([topic])
+                kafka_clients.admin(settings.kafka).delete_topics([topic])
     finally:
         cluster.shutdown()
     return rates
