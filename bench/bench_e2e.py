@@ -42,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
+from cassandra import DriverException, OperationTimedOut  # noqa: E402
+from cassandra.cluster import NoHostAvailable  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
 from cdc_cli.commands.consume import make_decoder  # noqa: E402
@@ -97,6 +99,7 @@ class Reader(threading.Thread):
         super().__init__(daemon=True)
         self.session, self.interval = session, interval
         self.visible: dict[int, float] = {}
+        self.failed_reads = 0  # probes the cluster refused (a node down or starting): polled again
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -106,7 +109,12 @@ class Reader(threading.Thread):
         day_us = int(DAY.timestamp() * 1_000_000)
         while not self.stop.is_set():
             oldest_pending = next((s for s in range(len(self.visible) + 1) if s not in self.visible), 0)
-            rows = self.session.execute(query, (MARKER, DAY.date(), DAY + dt.timedelta(seconds=oldest_pending)))
+            try:
+                rows = self.session.execute(query, (MARKER, DAY.date(), DAY + dt.timedelta(seconds=oldest_pending)))
+            except (DriverException, OperationTimedOut, NoHostAvailable):
+                self.failed_reads += 1  # the probe only observes: a refused read is tried again, never fatal
+                self.stop.wait(self.interval)
+                continue
             now = time.time()
             for row in rows:
                 self.visible.setdefault((row.open_time_us - day_us) // 1_000_000, now)
@@ -264,6 +272,7 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
         "mean_ms": round(statistics.fmean(latencies), 1),
         "rate_changes_per_s": round(achieved),
         "samples": len(latencies),
+        "failed_reads": reader.failed_reads,
         "commit_to_kafka_p50_ms": to_kafka[0],
         "commit_to_kafka_p99_ms": to_kafka[1],
         "kafka_to_cassandra_p50_ms": to_cassandra[0],
