@@ -251,11 +251,17 @@ def _await_state(client: ConnectClient, name: str, target: str, timeout: float) 
 @connector.command("restart")
 @click.argument("name")
 @connect_url_option
-def connector_restart(name: str, connect_url: str) -> None:
-    """Restart the connector and its failed tasks."""
+@click.option("--all", "all_tasks", is_flag=True,
+              help="Restart the connector and every task, running ones too (default: only what FAILED).")
+def connector_restart(name: str, connect_url: str, all_tasks: bool) -> None:
+    """Restart the connector and its tasks that FAILED (Connect's onlyFailed=true: a RUNNING one is left as it is).
+
+    With --all, the connector and every task restart (onlyFailed=false), e.g. to reopen the replication
+    connection of a task that runs but is stuck.
+    """
     with service_errors():
-        connect_client(connect_url).restart(name, include_tasks=True, only_failed=True)
-    click.echo(f"connector {name}: restart requested (connector and failed tasks)")
+        connect_client(connect_url).restart(name, include_tasks=True, only_failed=not all_tasks)
+    click.echo(f"connector {name}: restart requested (connector and {'all' if all_tasks else 'failed'} tasks)")
 
 
 @connector.command("delete")

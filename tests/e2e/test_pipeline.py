@@ -184,9 +184,14 @@ def test_poison_records_land_in_the_dlq_exactly(pipeline: Pipeline, kafka_bootst
     poison = [b"{not json", b'{"schema": {"type": "struct", "fields": [], "optional": false}, "payload": 7}',
               b"\x00\x00\x00\x00\x07garbage-avro"]
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    delivered = []
     for i, value in enumerate(poison * 3):
-        producer.produce(topic, key=f"poison-{i}".encode(), value=value)
+        producer.produce(topic, key=f"poison-{i}".encode(), value=value,
+                         on_delivery=lambda error, message: delivered.append((error, message)))
     assert producer.flush(30) == 0
+    assert len(delivered) == len(poison) * 3 and not [error for error, _ in delivered if error], delivered
+    # where the broker put each one: the DLQ headers must name exactly this partition and offset
+    origins = {m.key(): (str(m.partition()).encode(), str(m.offset()).encode()) for _, m in delivered}
     assert changes.wait() >= CHANGES
     pipeline.wait_verified()
 
@@ -215,6 +220,7 @@ def test_poison_records_land_in_the_dlq_exactly(pipeline: Pipeline, kafka_bootst
     for message in received:
         headers = dict(message.headers())
         assert headers["cdc.original.topic"] == topic.encode() and headers.get("cdc.error"), headers
+        assert (headers["cdc.original.partition"], headers["cdc.original.offset"]) == origins[message.key()], headers
 
 
 def test_slot_retains_wal_while_stopped_and_drains_after_resume(pipeline: Pipeline):

@@ -18,11 +18,10 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from cdc_consumer import schema
-from cdc_consumer.decoder import Decoder
 from ingest.sim import SimControl
 from tests.e2e.pipeline import CDC, Pipeline
 from tests.integration.alerts_support import AlertsProcess, active_alerts, require_alertmanager, wait_all_committed
-from tests.integration.consume_support import high_watermarks, read_all
+from tests.integration.consume_support import high_watermarks, plain_event, read_all
 from tests.support import unique_name, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -48,14 +47,19 @@ def start(*args: str, log) -> subprocess.Popen:
     return subprocess.Popen([CDC, *args], stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def stop(process: subprocess.Popen) -> str:
+    """SIGTERM a process the test started and say how it ended: each of these verbs exits 0 on SIGTERM, so
+    'ran, exit 0' is the only good outcome. One that had already ended by itself, or that had to be
+    SIGKILLed (-9) because it did not stop within 15 s, or that crashed (-11, 1, ...) is reported as such."""
+    if process.poll() is not None:
+        return f"ended by itself, exit {process.returncode}"
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return f"ran, exit {process.returncode}"
 
 
 def test_six_percent_move_alerts_within_five_seconds_of_kafka(capture: Pipeline, settings, kafka_bootstrap,
@@ -68,20 +72,20 @@ def test_six_percent_move_alerts_within_five_seconds_of_kafka(capture: Pipeline,
     topic = capture.topic("ticker_24h")
     sim = subprocess.Popen([CDC, "binance-sim", "--port", "0", "--symbols", "5", "--seed", "4", "--tick", "250ms"],
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    processes = [sim]
+    processes = {"binance-sim": sim}
     try:
         url = wait_until(lambda: re.search(r"http://127\.0\.0\.1:\d+", sim.stdout.readline() or ""),
                          timeout=30, what="binance-sim to print its URL").group(0)
         with open(tmp_path / "poll.log", "w") as poll_log:
-            processes.append(start("poll", "--symbols", ",".join(SYMBOLS), "--interval", "250ms", "--klines", "",
-                                   "--depth", "0", "--trades", "0", "--base-url", url, "--pg-dsn", capture.dsn,
-                                   log=poll_log))
+            processes["cdc poll"] = start("poll", "--symbols", ",".join(SYMBOLS), "--interval", "250ms",
+                                          "--klines", "", "--depth", "0", "--trades", "0", "--base-url", url,
+                                          "--pg-dsn", capture.dsn, log=poll_log)
         wait_until(lambda: sum(high_watermarks(kafka_bootstrap, topic).values()) >= 10, timeout=120,
                    what=f"ticker changes in {topic}")
         alerts = AlertsProcess(tmp_path, "alerts", "--rules", str(rules), "--topic", topic, "--group",
                                f"{capture.name}-alerts", "--bootstrap", kafka_bootstrap,
                                "--alertmanager-url", am_url, "--resend", "30s")
-        processes.append(alerts.process)
+        processes["cdc alerts"] = alerts.process
         alerts.wait_live()
         assert active_alerts(am_url, rule=rule) == []  # nothing before the move
 
@@ -107,17 +111,16 @@ def test_six_percent_move_alerts_within_five_seconds_of_kafka(capture: Pipeline,
         assert [(a["labels"]["symbol"], a["labels"]["direction"]) for a in fired] == [("BTCUSDT", "up")]
         assert {p["labels"]["symbol"] for p in alerts.pushed()} == {"BTCUSDT"}
     finally:
-        for process in reversed(processes):
-            stop(process)
+        endings = {name: stop(processes[name]) for name in reversed(processes)}
+    # none crashed or ended early, and each stopped cleanly when the test asked it to
+    assert endings == {name: "ran, exit 0" for name in ("binance-sim", "cdc poll", "cdc alerts")}, endings
 
 
 def triggering_record_create_time(bootstrap: str, topic: str, starts_at: str) -> int:
-    decoder = Decoder()
     wanted = starts_at.replace("Z", "+00:00")
     for message in read_all(bootstrap, topic):
-        event = decoder.decode(message.topic(), message.key(), message.value(), message.headers(),
-                               message.partition(), message.offset())
-        row = event.after or {}
+        event = plain_event(message.key(), message.value())
+        row = (event and event.after) or {}
         if row.get("symbol") == "BTCUSDT" and row["event_time"] == datetime.fromisoformat(wanted):
             return message.timestamp()[1]
     raise AssertionError(f"no BTCUSDT record with event_time {starts_at} in {topic}")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import functools
+import json
 import subprocess
 import sys
 import threading
 from collections.abc import Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,7 +25,6 @@ from cdc_consumer.config import KafkaSettings
 from cdc_consumer.consumer import ChangeConsumer, ConsumerSettings
 from cdc_consumer.decoder import Decoder
 from cdc_consumer.dlq import DeadLetterQueue
-from cdc_consumer.events import UNAVAILABLE, Op
 from cdc_consumer.mapping import (
     compile_mapping,
     default_mapping_path,
@@ -177,36 +179,90 @@ def cdc_consume(*args: str, env: dict | None = None) -> subprocess.Popen:
 # ---------------------------------------------------------------------------------------- oracles
 
 
-def source_state(records, decoder: Decoder | None = None) -> dict[str, dict[tuple, dict]]:
-    """Replay decoded change events into the final source rows per table (TRUNCATE ignored, as the
-    consumer does by default). An unchanged TOAST column keeps its previous value."""
-    decoder = decoder or Decoder()
+# The expected source rows are read from the Debezium JSON envelopes by the plain code below, which shares
+# nothing with cdc_consumer's decoder (the first stage of the write path): `json`, `base64` and the two
+# Connect types the mapped tables use, written out.
+
+CONNECT_DECIMAL = "org.apache.kafka.connect.data.Decimal"
+ZONED_TIMESTAMP = "io.debezium.time.ZonedTimestamp"
+UNAVAILABLE_TEXT = "__debezium_unavailable_value"  # Debezium's unavailable.value.placeholder (unchanged TOAST)
+
+
+def connect_decimal(text: str, scale: int) -> Decimal:
+    """A Connect Decimal: base64 of the big-endian two's-complement unscaled integer, value = unscaled * 10**-scale
+    (built from its digits and scale, so nothing is rounded)."""
+    unscaled = int.from_bytes(base64.b64decode(text, validate=True), "big", signed=True)
+    return Decimal(f"{unscaled}e-{scale}")
+
+
+def plain_value(field: dict, value):
+    if value is None:
+        return None
+    if field.get("name") == CONNECT_DECIMAL:
+        return connect_decimal(value, int(field["parameters"]["scale"]))
+    if field.get("name") == ZONED_TIMESTAMP:
+        return datetime.fromisoformat(value)  # ISO 8601 in UTC ('Z'): an aware datetime, to the microsecond
+    return value  # text, integers and booleans as JSON has them (other logical types: fixture-only tables)
+
+
+def plain_row(fields: list[dict], values: dict | None) -> dict | None:
+    if values is None:
+        return None
+    by_name = {f["field"]: f for f in fields}
+    return {name: plain_value(by_name[name], value) for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class PlainEvent:
+    table: str  # schema.table
+    op: str  # r, c, u, d or t
+    key: tuple | None  # the key record's values, in its order (None: keyless table or TRUNCATE)
+    after: dict | None
+    order: tuple[int, int]  # (source.ts_us, source.lsn): commit order
+
+
+def plain_event(key: bytes | None, value: bytes | None) -> PlainEvent | None:
+    """One Debezium JSON record (schemas enabled) read without the product's decoder; None for a tombstone."""
+    if value is None:
+        return None
+    envelope = json.loads(value)
+    payload = envelope["payload"]
+    after_fields = next(f["fields"] for f in envelope["schema"]["fields"] if f["field"] == "after")
+    row_key = None
+    if key is not None:
+        key_document = json.loads(key)
+        row_key = tuple(plain_row(key_document["schema"]["fields"], key_document["payload"]).values())
+    source = payload["source"]
+    return PlainEvent(f"{source['schema']}.{source['table']}", payload["op"], row_key,
+                      plain_row(after_fields, payload["after"]), (source["ts_us"], source["lsn"]))
+
+
+def source_state(records) -> dict[str, dict[tuple, dict]]:
+    """Replay the change events of (topic, key, value, ...) records into the final source rows per table
+    (TRUNCATE ignored, as the consumer does by default). An unchanged TOAST column keeps its previous value."""
     state: dict[str, dict[tuple, dict]] = {}
-    for topic, key, value, *_ in records:
-        event = decoder.decode(topic, key, value)
-        if event.op is None or event.op is Op.TRUNCATE or event.key is None:
+    for _topic, key, value, *_ in records:
+        event = plain_event(key, value)
+        if event is None or event.op == "t" or event.key is None:
             continue
         rows = state.setdefault(event.table, {})
-        row_key = tuple(event.key.values())
-        if event.op is Op.DELETE:
-            rows.pop(row_key, None)
+        if event.op == "d":
+            rows.pop(event.key, None)
         else:
-            old = rows.get(row_key, {})
-            rows[row_key] = {**old, **{c: v for c, v in event.after.items() if v is not UNAVAILABLE}}
+            old = rows.get(event.key, {})
+            rows[event.key] = {**old, **{c: v for c, v in event.after.items() if v != UNAVAILABLE_TEXT}}
     return state
 
 
-def latest_by_symbol(records, decoder: Decoder | None = None) -> dict[str, dict]:
+def latest_by_symbol(records) -> dict[str, dict]:
     """latest_prices oracle: per symbol the after-image of the newest committed ticker upsert."""
-    decoder = decoder or Decoder()
     newest: dict[str, tuple] = {}
-    for topic, key, value, *_ in records:
-        event = decoder.decode(topic, key, value)
-        if event.table == "public.ticker_24h" and event.op in (Op.READ, Op.CREATE, Op.UPDATE):
-            order = (event.source.ts_us, event.source.lsn)
+    for _topic, key, value, *_ in records:
+        event = plain_event(key, value)
+        if event is not None and event.table == "public.ticker_24h" and event.op in ("r", "c", "u"):
             symbol = event.after["symbol"]
-            if symbol not in newest or order >= newest[symbol][0]:
-                newest[symbol] = (order, event.after)
+            if symbol not in newest or event.order >= newest[symbol][0]:
+                newest[symbol] = (event.order, event.after)
     return {symbol: after for symbol, (_, after) in newest.items()}
 
 

@@ -236,22 +236,63 @@ def test_paused_connector_retains_growing_wal_and_status_fails_until_resumed(cap
                what="the slot to drain after resume")
 
 
-def test_restart_and_status_of_a_running_connector(capture):
+def slot_backend(cap: Capture) -> int | None:
+    """PostgreSQL's pid of the walsender streaming the connector's slot (None: no task streams it).
+
+    An observation independent of Connect: a task that really restarted closed its replication connection
+    and opened a new one, so the slot's active_pid changes."""
+    with psycopg.connect(cap.dsn) as conn:
+        row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (cap.slot,)).fetchone()
+    return row[0] if row else None
+
+
+def all_running(cap: Capture) -> bool:
+    state = ConnectClient(cap.connect_url).status(cap.name)
+    return state.state == "RUNNING" and bool(state.tasks) and all(t.state == "RUNNING" for t in state.tasks)
+
+
+def streams_a_new_trade(cap: Capture, trade_id: int) -> None:
+    cap.execute("INSERT INTO trades (symbol, trade_id, price, qty, trade_time) VALUES ('BTCUSDT', %s, 1.5, 2.5, now())",
+                (trade_id,))
+    read_values(cap, cap.topic("trades"), lambda ps: any(p["after"] and p["after"]["trade_id"] == trade_id for p in ps))
+
+
+def test_restart_all_reopens_a_running_tasks_replication_connection_and_it_streams_again(capture):
     register_running(capture)
     status = cdc("connector", "status", capture.name, "--connect-url", capture.connect_url)
     assert status.exit_code == 0 and "RUNNING" in status.output
+    before = wait_until(lambda: slot_backend(capture), timeout=60, what="the task to stream its slot")
+
+    restart = cdc("connector", "restart", capture.name, "--all", "--connect-url", capture.connect_url)
+
+    assert restart.exit_code == 0 and "restart requested (connector and all tasks)" in restart.output
+
+    def new_backend() -> int | None:
+        pid = slot_backend(capture)
+        return pid if pid not in (None, before) else None
+
+    wait_until(new_backend, timeout=90, interval=0.2, what=f"a new walsender (not pid {before}) on the slot")
+    wait_until(lambda: all_running(capture), timeout=60, what="the connector and its tasks to be RUNNING")
+    streams_a_new_trade(capture, 7)
+
+
+def test_restart_brings_a_failed_task_back_to_running_once_its_cause_is_fixed(capture):
+    publication = f"pub_{capture.slot}"  # not created yet: the task fails when it starts streaming
+    register = cdc(*capture.register_args("--set", f"publication.name={publication}", "--timeout", "90"))
+    assert register.exit_code == 1 and "task 0 FAILED:" in register.stderr
+    assert cdc("connector", "status", capture.name, "--connect-url", capture.connect_url).exit_code == 1
+    assert slot_backend(capture) is None  # nothing streams while the task is FAILED
+    capture.execute(f"CREATE PUBLICATION {publication} FOR TABLE ticker_24h, klines, order_book, trades, "
+                    "cdc_heartbeat, cdc_signal")  # the cause fixed: what sql/ creates as cdc_pub
+
     restart = cdc("connector", "restart", capture.name, "--connect-url", capture.connect_url)
-    assert restart.exit_code == 0 and "restart requested" in restart.output
 
-    def running() -> bool:
-        state = ConnectClient(capture.connect_url).status(capture.name)
-        return state.state == "RUNNING" and bool(state.tasks) and all(t.state == "RUNNING" for t in state.tasks)
-
-    wait_until(running, timeout=60, what="the connector and its tasks to be RUNNING again after the restart")
-    capture.execute("INSERT INTO trades (symbol, trade_id, price, qty, trade_time) "
-                    "VALUES ('BTCUSDT', 7, 1.5, 2.5, now())")  # and it streams again
-    read_values(capture, capture.topic("trades"),
-                lambda ps: any(p["after"] and p["after"]["trade_id"] == 7 for p in ps))
+    assert restart.exit_code == 0 and "restart requested (connector and failed tasks)" in restart.output
+    wait_until(lambda: all_running(capture), timeout=90, what="the failed task to be RUNNING after the restart")
+    wait_until(lambda: slot_backend(capture), timeout=60, what="the restarted task to stream its slot")
+    status = cdc("connector", "status", capture.name, "--connect-url", capture.connect_url)
+    assert status.exit_code == 0, status.output
+    streams_a_new_trade(capture, 8)
 
 
 def test_delete_asks_first_and_with_drop_slot_leaves_no_slot(capture):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from tests.integration.consume_support import (
     create_topic,
     epoch_us,
     latest_by_symbol,
+    plain_event,
     produce,
     read_all,
     running,
@@ -66,6 +68,22 @@ def dump(session, table: str, value_column: str) -> list:
     rows = sorted((tuple(row) for row in session.execute(f"SELECT * FROM {table}")), key=repr)
     write_times = sorted((r[0] for r in session.execute(f"SELECT WRITETIME({value_column}) FROM {table}")), key=repr)
     return [*rows, write_times]
+
+
+def test_the_oracle_reads_each_decimal_digit_for_digit_as_debezium_string_mode_prints_it():
+    """The oracle's plain base64 reading, line by line against the same events captured with
+    decimal.handling.mode=string (Debezium's own text of each numeric, scale included)."""
+    compared = 0
+    for precise, text in zip(fixture_records(), fixture_records("pg_decimal_string.ndjson"), strict=False):
+        event = plain_event(precise.key, precise.value)
+        if event is None or event.after is None:
+            continue
+        printed = json.loads(text.value)["payload"]["after"]
+        for column, value in event.after.items():
+            if isinstance(value, Decimal):
+                assert value.as_tuple() == Decimal(printed[column]).as_tuple(), (column, value, printed[column])
+                compared += 1
+    assert compared >= 60, compared
 
 
 def test_every_record_is_accounted_for(fixture_run):

@@ -2,8 +2,8 @@
 
 A DLQ filled by a mapping error (the klines mapping restricted to topics the stream does not use): a
 replay with the mapping still broken parks every record again (attempt 2, nothing lost); after the fix
-the replay applies them, `cdc verify` finds PostgreSQL and Cassandra identical, and a second replay
-finds nothing to do and changes nothing.
+the replay applies them, `cdc verify` and the independent oracle (`tests/oracle.py`) find PostgreSQL and
+Cassandra identical, and a second replay finds nothing to do and changes nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tests.integration.consume_support import (
     wait_caught_up,
     write_mapping,
 )
+from tests.oracle import assert_replicated
 from tests.support import unique_name
 
 pytestmark = pytest.mark.integration
@@ -58,7 +59,9 @@ def test_a_dlq_filled_by_a_mapping_error_replays_after_the_fix_and_verifies_iden
     keyspace = cassandra_session.keyspace
     schema.apply_cql(cassandra_session, keyspace)
     stream = kline_stream(RECORDS, symbols=6, start=datetime(2038, 1, 1, tzinfo=UTC))
-    rows = list(source_state([(kafka_topic, k, v) for k, v in stream.records])["public.klines"].values())
+    decoded = source_state([(kafka_topic, k, v) for k, v in stream.records])["public.klines"]
+    assert {key: {c: row[c] for c in stream.rows[key]} for key, row in decoded.items()} == stream.rows
+    rows = list(decoded.values())  # every column of the envelopes, read without the product's decoder
     assert len(rows) == RECORDS
     insert_source_rows(pg_database, rows)
     create_topic(kafka_bootstrap, kafka_topic, 3)
@@ -110,6 +113,9 @@ def test_a_dlq_filled_by_a_mapping_error_replays_after_the_fix_and_verifies_iden
     assert code == 0, output
     [klines] = json.loads(output)["tables"]
     assert (klines["target"], klines["identical"], klines["matched"]) == ("klines_by_bucket", True, RECORDS), klines
+    # and the judge that shares no code with the write path: PostgreSQL's own conversions against plain CQL
+    assert assert_replicated(pg_database, cassandra_session, keyspace, ("klines_by_bucket",),
+                             minimum_rows=RECORDS) == {"klines_by_bucket": RECORDS}
 
     code, output = cdc(*replay, "--mapping", str(fixed))  # twice: nothing left, nothing changes
     assert code == 0 and "nothing to replay" in output, output

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from cdc_consumer.events import Op
+from bench.envelopes import fixture_records
+from tests.integration.consume_support import source_state
 from tests.integration.market_data import (  # noqa: F401 (fixture)
     LIVE_SYMBOLS,
-    fixture_events,
     live_events,
     market_keyspace,
     old_ticks,
@@ -144,15 +144,8 @@ def candles_last_hour(asked: Asked) -> None:
 
 
 def candles_of_2024_01_01_morning(asked: Asked) -> None:
-    klines: dict[tuple, dict] = {}  # the fixture's klines after its changes, in order
-    for event in fixture_events():
-        if event.table == "public.klines":
-            row = event.before if event.op is Op.DELETE else event.after
-            key = (row["symbol"], row["interval"], row["open_time"])
-            if event.op is Op.DELETE:
-                klines.pop(key, None)
-            else:
-                klines[key] = event.after
+    # the fixture's klines after its changes, read from the Debezium JSON without the product's decoder
+    klines = source_state((r.source_topic, r.key, r.value) for r in fixture_records())["public.klines"]
     start = datetime(2024, 1, 1, tzinfo=UTC)
     expected = [r for (symbol, interval, open_time), r in klines.items()
                 if (symbol, interval) == ("BTCUSDT", "1m") and start <= open_time < start + timedelta(hours=6)]
