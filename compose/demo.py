@@ -13,6 +13,7 @@ verb then reads the client settings the stack wrote ($CDC_STATE_DIR/secured/secu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -183,6 +184,18 @@ def cqlsh_security(settings) -> list[str]:
     return ["--cqlshrc", str(rc), "--credentials", str(credentials)] + (["--ssl"] if cfg.ssl_ca else [])
 
 
+def scrape_target(job: str, port: int, state: Path = STATE) -> Path | None:
+    """Registers 127.0.0.1:PORT with the native stack's Prometheus (a file_sd file it watches, see
+    compose/native/README.md), so the pipeline alerts (e.g. CdcConsumerDown) cover the demo's process.
+    None when no native Prometheus keeps targets in this state dir (the secured stack runs none)."""
+    targets = state / "prometheus" / "targets"
+    if not targets.is_dir():
+        return None
+    path = targets / f"{job}-demo.json"
+    path.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"stack": "native", "demo": "1"}}]))
+    return path
+
+
 def start_secured_stack() -> Path:
     """The secured stack (started unless running); its client settings become this process's environment."""
     sys.path.insert(0, str(REPO))
@@ -225,6 +238,7 @@ def main() -> int:
     run(CDC, "register-connector")
 
     processes: list[subprocess.Popen] = []
+    target: Path | None = None
     try:
         if binance_reachable():
             base_url, symbols, exchange = LIVE_BINANCE, os.environ.get("DEMO_SYMBOLS", "BTCUSDT,ETHUSDT,BNBUSDT"), \
@@ -239,6 +253,9 @@ def main() -> int:
         say(f"cdc consume (metrics on 127.0.0.1:{METRICS_PORT}) and cdc poll for {seconds:.0f}s against {exchange}")
         consumer = start("consume", CDC, "consume", "--metrics-port", str(METRICS_PORT), "--progress-every", "5")
         processes.append(consumer)
+        target = scrape_target("cdc-consume", METRICS_PORT) if secured_state is None else None
+        if target is not None:
+            say(f"Prometheus scrapes the consumer ({target}): killing it fires CdcConsumerDown in Alertmanager")
         wait_http(f"http://127.0.0.1:{METRICS_PORT}/metrics", 60)
         wait_caught_up(consumer)
         baseline = metrics_text()
@@ -257,6 +274,8 @@ def main() -> int:
     finally:
         for process in reversed(processes):
             stop(process)
+        if target is not None:  # the demo's consumer is gone on purpose: no down alert for it
+            target.unlink(missing_ok=True)
     say("Done")
     if secured_state is not None:
         ports = secured_state / "ports.env"
