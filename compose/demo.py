@@ -175,11 +175,16 @@ def cqlsh_security(settings) -> list[str]:
     cfg = settings.cassandra
     if not cfg.username:
         return []
-    rc, credentials = LOGS / "cqlshrc", LOGS / "cqlsh-credentials"
-    for path in (rc, credentials):
+    rc, credentials, key = LOGS / "cqlshrc", LOGS / "cqlsh-credentials", LOGS / "cqlsh-client.key"
+    for path in (rc, credentials, key):
         path.touch(mode=0o600, exist_ok=True)
-    rc.write_text(f"[authentication]\nusername = {cfg.username}\n" +
-                  (f"[connection]\nssl = true\n[ssl]\ncertfile = {cfg.ssl_ca}\nvalidate = true\n" if cfg.ssl_ca else ""))
+    ssl = f"[connection]\nssl = true\n[ssl]\ncertfile = {cfg.ssl_ca}\nvalidate = true\n" if cfg.ssl_ca else ""
+    if cfg.ssl_ca and cfg.ssl_cert and cfg.ssl_key:
+        # cqlsh cannot take a key passphrase (it would prompt): it gets the key decrypted, 0600 like the password.
+        subprocess.run(["openssl", "pkey", "-in", cfg.ssl_key, "-out", str(key), "-passin", "env:CQLSH_KEY_PASSWORD"],
+                       env={**os.environ, "CQLSH_KEY_PASSWORD": cfg.ssl_key_password or ""}, check=True)
+        ssl += f"usercert = {cfg.ssl_cert}\nuserkey = {key}\n"
+    rc.write_text(f"[authentication]\nusername = {cfg.username}\n" + ssl)
     credentials.write_text(f"[PlainTextAuthProvider]\nusername = {cfg.username}\npassword = {cfg.password}\n")
     return ["--cqlshrc", str(rc), "--credentials", str(credentials)] + (["--ssl"] if cfg.ssl_ca else [])
 
