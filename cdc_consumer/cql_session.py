@@ -94,12 +94,20 @@ def _cause(exc: NoHostAvailable, cfg: CassandraSettings) -> str:
             return "the server requires authentication (set CDC_CASSANDRA_USERNAME/CDC_CASSANDRA_PASSWORD)"
     for error in errors:
         if isinstance(error, ssl.SSLError) or "SSL" in str(error) or "certificate" in str(error):
-            return f"TLS handshake failed: {_reason(error)}"
+            return f"TLS handshake failed: {_reason(error)}{_client_certificate_hint(error, cfg)}"
     if errors and not cfg.ssl_ca and any(_looks_like_tls_port(e) for e in errors):
         return ("connection closed during the handshake — the port probably requires TLS "
                 f"(set CDC_CASSANDRA_SSL_CA): {_reason(errors[0])}")
     reasons = "; ".join(sorted({redact(_reason(e), cfg.secrets) for e in errors})) or str(exc)
     return f"unreachable: {reasons}"
+
+
+def _client_certificate_hint(error: Exception, cfg: CassandraSettings) -> str:
+    """A server that requires a client certificate hangs up at the end of the handshake when none is
+    presented: with TLS 1.3 the client sees only an EOF (or a "certificate required" alert)."""
+    if cfg.ssl_cert or not any(s in str(error) for s in ("EOF", "certificate required", "CERTIFICATE_REQUIRED")):
+        return ""
+    return " — the server may require a client certificate (set CDC_CASSANDRA_SSL_CERT and CDC_CASSANDRA_SSL_KEY)"
 
 
 def _looks_like_tls_port(error: Exception) -> bool:

@@ -26,6 +26,7 @@ from cdc_consumer.errors import (
     TransientError,
     UnknownSchemaId,
 )
+from cdc_consumer.http_errors import request_failure
 from cdc_consumer.secrets import mask_text, mask_url, redact, split_url_credentials
 
 
@@ -73,8 +74,9 @@ class RegistryClient:
                                          headers={"Accept": "application/vnd.schemaregistry.v1+json"})
         except requests.RequestException as exc:
             kind = "TLS failed" if isinstance(exc, requests.exceptions.SSLError) else "unreachable"
+            reason = request_failure(exc, "CDC_SCHEMA_REGISTRY_CA")
             raise RegistryUnavailable(f"schema registry {self._shown_url} {kind}: "
-                                      f"{mask_text(redact(str(exc), self._secrets))[:300]}") from None
+                                      f"{mask_text(redact(reason, self._secrets))[:300]}") from None
         if response.status_code in (401, 403):
             raise RegistryUnavailable(f"schema registry {self._shown_url} refused the request: HTTP {response.status_code} "
                                       "(set CDC_SCHEMA_REGISTRY_USERNAME/CDC_SCHEMA_REGISTRY_PASSWORD)")

@@ -13,6 +13,7 @@ verb then reads the client settings the stack wrote ($CDC_STATE_DIR/secured/secu
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -174,13 +175,30 @@ def cqlsh_security(settings) -> list[str]:
     cfg = settings.cassandra
     if not cfg.username:
         return []
-    rc, credentials = LOGS / "cqlshrc", LOGS / "cqlsh-credentials"
-    for path in (rc, credentials):
+    rc, credentials, key = LOGS / "cqlshrc", LOGS / "cqlsh-credentials", LOGS / "cqlsh-client.key"
+    for path in (rc, credentials, key):
         path.touch(mode=0o600, exist_ok=True)
-    rc.write_text(f"[authentication]\nusername = {cfg.username}\n" +
-                  (f"[connection]\nssl = true\n[ssl]\ncertfile = {cfg.ssl_ca}\nvalidate = true\n" if cfg.ssl_ca else ""))
+    ssl = f"[connection]\nssl = true\n[ssl]\ncertfile = {cfg.ssl_ca}\nvalidate = true\n" if cfg.ssl_ca else ""
+    if cfg.ssl_ca and cfg.ssl_cert and cfg.ssl_key:
+        # cqlsh cannot take a key passphrase (it would prompt): it gets the key decrypted, 0600 like the password.
+        subprocess.run(["openssl", "pkey", "-in", cfg.ssl_key, "-out", str(key), "-passin", "env:CQLSH_KEY_PASSWORD"],
+                       env={**os.environ, "CQLSH_KEY_PASSWORD": cfg.ssl_key_password or ""}, check=True)
+        ssl += f"usercert = {cfg.ssl_cert}\nuserkey = {key}\n"
+    rc.write_text(f"[authentication]\nusername = {cfg.username}\n" + ssl)
     credentials.write_text(f"[PlainTextAuthProvider]\nusername = {cfg.username}\npassword = {cfg.password}\n")
     return ["--cqlshrc", str(rc), "--credentials", str(credentials)] + (["--ssl"] if cfg.ssl_ca else [])
+
+
+def scrape_target(job: str, port: int, state: Path = STATE) -> Path | None:
+    """Registers 127.0.0.1:PORT with the native stack's Prometheus (a file_sd file it watches, see
+    compose/native/README.md), so the pipeline alerts (e.g. CdcConsumerDown) cover the demo's process.
+    None when no native Prometheus keeps targets in this state dir (the secured stack runs none)."""
+    targets = state / "prometheus" / "targets"
+    if not targets.is_dir():
+        return None
+    path = targets / f"{job}-demo.json"
+    path.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"stack": "native", "demo": "1"}}]))
+    return path
 
 
 def start_secured_stack() -> Path:
@@ -225,6 +243,7 @@ def main() -> int:
     run(CDC, "register-connector")
 
     processes: list[subprocess.Popen] = []
+    target: Path | None = None
     try:
         if binance_reachable():
             base_url, symbols, exchange = LIVE_BINANCE, os.environ.get("DEMO_SYMBOLS", "BTCUSDT,ETHUSDT,BNBUSDT"), \
@@ -239,6 +258,9 @@ def main() -> int:
         say(f"cdc consume (metrics on 127.0.0.1:{METRICS_PORT}) and cdc poll for {seconds:.0f}s against {exchange}")
         consumer = start("consume", CDC, "consume", "--metrics-port", str(METRICS_PORT), "--progress-every", "5")
         processes.append(consumer)
+        target = scrape_target("cdc-consume", METRICS_PORT) if secured_state is None else None
+        if target is not None:
+            say(f"Prometheus scrapes the consumer ({target}): killing it fires CdcConsumerDown in Alertmanager")
         wait_http(f"http://127.0.0.1:{METRICS_PORT}/metrics", 60)
         wait_caught_up(consumer)
         baseline = metrics_text()
@@ -257,6 +279,8 @@ def main() -> int:
     finally:
         for process in reversed(processes):
             stop(process)
+        if target is not None:  # the demo's consumer is gone on purpose: no down alert for it
+            target.unlink(missing_ok=True)
     say("Done")
     if secured_state is not None:
         ports = secured_state / "ports.env"

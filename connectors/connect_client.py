@@ -8,7 +8,6 @@ rebalance (e.g. right after another connector was created); those calls are retr
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
@@ -16,6 +15,7 @@ from urllib.parse import quote
 import requests
 
 from cdc_consumer.config import HttpAuth
+from cdc_consumer.http_errors import request_failure
 from cdc_consumer.secrets import mask_text, mask_url, redact, split_url_credentials
 
 RUNNING, FAILED, PAUSED, STOPPED = "RUNNING", "FAILED", "PAUSED", "STOPPED"
@@ -212,7 +212,7 @@ class ConnectClient:
             return self.session.request(method, self.url + path, timeout=self.timeout, **self._auth_kwargs, **kwargs)
         except requests.RequestException as exc:
             raise ConnectUnavailable(f"Kafka Connect unreachable at {mask_url(self.url)}: "
-                                     f"{mask_text(redact(_reason(exc), self._secrets))}") from None
+                                     f"{mask_text(redact(request_failure(exc, 'CDC_CONNECT_CA'), self._secrets))}") from None
 
 
 def _seg(name: str) -> str:
@@ -224,26 +224,6 @@ def _message(response: requests.Response) -> str:
         return str(response.json().get("message", response.text))
     except ValueError:
         return response.text[:300]
-
-
-def _reason(exc: requests.RequestException) -> str:
-    """The socket-level reason (e.g. "[Errno 111] Connection refused") rather than urllib3's long repr."""
-    if isinstance(exc, requests.exceptions.SSLError):
-        text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-            detail = re.search(r"certificate verify failed: ([^(\'\")]+)", text)
-            return "TLS: server certificate not trusted" + (f" ({detail.group(1).strip()})" if detail else "") \
-                + " — set CDC_CONNECT_CA to the CA that signed it"
-        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text:
-            return "TLS handshake failed: the port does not speak TLS (use http://)"
-        return "TLS handshake failed: " + text[:200]
-    if isinstance(exc, requests.exceptions.ConnectionError) and \
-            re.search(r"RemoteDisconnected|Connection aborted|reset by peer", str(exc)):
-        return "connection closed without an answer (does the port require https://?)"
-    if isinstance(exc, requests.Timeout):
-        return "no answer before the timeout"
-    errno = re.search(r"\[Errno -?\d+\] [^'\")]+", str(exc))
-    return errno.group(0).strip() if errno else f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _rebalancing(response: requests.Response) -> bool:

@@ -13,9 +13,9 @@ import psycopg
 from confluent_kafka import KafkaException
 from psycopg import sql
 
-from cdc_cli.commands.options import connect_client, connect_url_option, pg_dsn_option, settings
+from cdc_cli.commands.options import connect_client, connect_url_option, kafka_option, pg_dsn_option, settings
 from cdc_consumer import kafka_clients, pg
-from cdc_consumer.config import PostgresSettings
+from cdc_consumer.config import KafkaSettings, PostgresSettings
 from cdc_consumer.identifiers import InvalidIdentifier, validate_identifier
 from cdc_consumer.secrets import mask_url, redact
 from connectors import slots
@@ -82,9 +82,10 @@ def timeout_option(default: float):
 @click.option("--create-topics/--no-create-topics", default=True, show_default=True,
               help="Create each captured table's topic first (topic.creation.default.partitions / "
                    "replication.factor), so consumers see every topic before the first change.")
+@kafka_option
 def register_connector(config_file: str | None, fmt: str | None, name: str | None, connect_url: str,
                        overrides: tuple[str, ...], wait: bool, timeout: float, force: bool,
-                       create_topics: bool) -> None:
+                       create_topics: bool, kafka: KafkaSettings) -> None:
     """Validate, then create or update the Debezium connector (idempotent)."""
     if config_file and fmt:
         raise click.UsageError("--config and --format both choose the template; give one of them")
@@ -106,7 +107,7 @@ def register_connector(config_file: str | None, fmt: str | None, name: str | Non
                     click.echo(f"  {error.name}: {message}", err=True)
             raise SystemExit(1)
         if create_topics:
-            _create_topics(table_topics(desired.config), min(timeout, 30.0))
+            _create_topics(kafka, table_topics(desired.config), min(timeout, 30.0))
         current = client.get_config(desired.name)
         changes = diff(current, desired.config)
         if current is not None and not changes:
@@ -124,14 +125,15 @@ def register_connector(config_file: str | None, fmt: str | None, name: str | Non
             _wait_running(client, desired.name, timeout, changes if current is not None else [])
 
 
-def _create_topics(plan: TopicPlan, timeout: float) -> None:
-    """The captured tables' topics before the connector's first change. Kafka refusing is not fatal:
-    Debezium then creates each topic with its table's first change, as without this step (a warning says so)."""
-    kafka = settings().kafka
+def _create_topics(kafka: KafkaSettings, plan: TopicPlan, timeout: float) -> None:
+    """The captured tables' topics before the connector's first change (through the admin client of the
+    environment's and --kafka-config's settings). Kafka refusing is not fatal: Debezium then creates each
+    topic with its table's first change, as without this step (a warning says so)."""
     try:
+        kafka_clients.probe(kafka, timeout=timeout)  # a refused login or TLS failure: named within seconds
         outcome = kafka_clients.ensure_topics(kafka_clients.admin(kafka), plan.topics, partitions=plan.partitions,
                                               replication=plan.replication, timeout=timeout)
-    except (kafka_clients.KafkaConfigError, KafkaException) as exc:
+    except (kafka_clients.KafkaConfigError, kafka_clients.KafkaUnavailable, KafkaException) as exc:
         click.echo(f"warning: topics not created beforehand ({redact(str(exc), kafka.secrets)}); Debezium "
                    "creates each with its table's first change, and consumers find it at their next metadata "
                    "refresh", err=True)

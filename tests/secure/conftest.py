@@ -58,9 +58,9 @@ class Run:
 def run_cdc(secure_env):
     outputs: list[Run] = []
 
-    def run(*args: str, env: dict | None = None, timeout: float = 300) -> Run:
+    def run(*args: str, env: dict | None = None, timeout: float = 300, stdin: str | None = None) -> Run:
         t0 = time.monotonic()
-        result = subprocess.run([CDC, *args], capture_output=True, text=True, timeout=timeout,
+        result = subprocess.run([CDC, *args], capture_output=True, text=True, timeout=timeout, input=stdin,
                                 env={**secure_env, **(env or {})})
         outputs.append(Run(args, result, time.monotonic() - t0))
         return outputs[-1]

@@ -14,9 +14,9 @@ from tests.private_stack import STACK, PrivateStack, read_env_file
 
 __all__ = ["SERVICES", "STACK", "SecureStack"]
 
-# The secured stack runs the pipeline's own services; the registry, Prometheus and Alertmanager are the
-# open stack's (the JMX exporters in the secured JVMs still get ports of their own).
-SERVICES = ("postgres", "kafka", "connect", "cassandra")
+# The secured stack runs the pipeline's own services and the schema registry (HTTPS); Prometheus and
+# Alertmanager are the open stack's (the JMX exporters in the secured JVMs still get ports of their own).
+SERVICES = ("postgres", "kafka", "connect", "cassandra", "registry")
 
 
 def default_state_dir() -> Path:

@@ -79,6 +79,14 @@ def test_cli_kafka_config_unknown_key_is_a_usage_error_naming_it():
     assert "Traceback" not in result.output
 
 
+def test_register_connector_takes_kafka_config_like_the_other_verbs():
+    result = CliRunner().invoke(main, ["register-connector", "--bootstrap", "127.0.0.1:1",
+                                       "--kafka-config", "no.such.property=1"])
+    assert result.exit_code == 2
+    assert "unknown property 'no.such.property'" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_cli_kafka_config_without_equals_is_a_usage_error():
     result = CliRunner().invoke(main, ["status", "--kafka-config", "security.protocol"])
     assert result.exit_code == 2 and "expected key=value" in result.output
