@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 from cdc_consumer.config import Settings
-from tests.support import unique_name, wait_until
+from tests.support import delete_topics, unique_name, wait_until
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -95,11 +95,9 @@ def kafka_bootstrap(settings: Settings) -> str:
 @pytest.fixture()
 def kafka_topic(kafka_bootstrap: str):
     """A fresh topic name (created by the test as needed); deleted afterwards."""
-    from confluent_kafka.admin import AdminClient
-
     name = unique_name("t")
     yield name
-    AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([name, f"{name}.dlq"])
+    delete_topics(kafka_bootstrap, [name, f"{name}.dlq"])
 
 
 @pytest.fixture(scope="session")

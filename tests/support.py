@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -49,3 +50,19 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: f
             detail = f" (last error: {last_error!r})" if last_error else ""
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
+
+
+def delete_topics(bootstrap: str, topics: list[str]) -> None:
+    """Delete the topics that exist, and wait: an AdminClient dropped before its futures are done never sends
+    the request, and leftover topics slow every later listing (`cdc dlq list` reads each DLQ topic)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    try:
+        existing = set(admin.list_topics(timeout=10).topics)
+        present = [t for t in topics if t in existing]
+        for future in (admin.delete_topics(present, operation_timeout=30) if present else {}).values():
+            future.result(timeout=60)
+    except KafkaException as exc:  # clean-up only: a broker a test left down must not fail that test
+        warnings.warn(f"could not delete topics {topics}: {exc}", stacklevel=2)

@@ -1,7 +1,8 @@
 """`cdc dlq list` and `cdc dlq replay`: look into dead-letter topics, and re-apply what they hold.
 
 `list` reads DLQ topics from the beginning (without joining any group) and counts the parked records
-by reason and source topic, marking how many a replay has not passed yet, with a few decoded samples.
+by reason and source topic, marking how many a replay has not passed yet (an unfiltered replay, or a
+`--reason` replay that matches them), with a few decoded samples.
 
 `replay` runs the same consumer loop as `cdc consume` (decoder, mapping, Cassandra sink with its
 USING TIMESTAMP writes, manual commits) over one DLQ topic, in its own consumer group
@@ -137,10 +138,9 @@ def list_(kafka: KafkaSettings, registry: str, topics: tuple[str, ...], samples:
     report: list[dict[str, Any]] = []
     for topic in topics or _dlq_topics(kafka):
         parked = read_parked(kafka, topic)
-        replayed = _replayed_up_to(kafka, topic, replay_group(topic, None), {p.partition for p in parked})
         counts = Counter((parked_reason(p.info), p.info.get("cdc.original.topic", "?")) for p in parked)
-        pending = Counter((parked_reason(p.info), p.info.get("cdc.original.topic", "?")) for p in parked
-                          if p.offset >= replayed.get(p.partition, 0))
+        pending = Counter((parked_reason(p.info), p.info.get("cdc.original.topic", "?"))
+                          for p in _not_replayed(kafka, topic, parked))
         report.append({
             "topic": topic, "records": len(parked),
             "by_reason": [{"reason": reason, "source_topic": source, "records": n, "not_replayed": pending[(reason, source)]}
@@ -161,6 +161,19 @@ def list_(kafka: KafkaSettings, registry: str, topics: tuple[str, ...], samples:
             click.echo(f"  sample {sample['partition']}@{sample['offset']} attempt {sample['attempt']}: "
                        f"{sample['error']}")
             click.echo(f"    {orjson.dumps(sample['decoded']).decode()[:300]}")
+
+
+def _not_replayed(kafka: KafkaSettings, topic: str, parked: list[Parked]) -> list[Parked]:
+    """The records no replay has passed yet: an unfiltered replay's group passes every record, a
+    `--reason R` replay's group (one per R) passes only the records R matches (their type or tag)."""
+    if not parked:
+        return []
+    partitions = {p.partition for p in parked}
+    reasons = {None} | {r for p in parked for r in (p.info.get("cdc.error.type"), p.info.get("cdc.error.reason")) if r}
+    replayed = {reason: _replayed_up_to(kafka, topic, replay_group(topic, reason), partitions) for reason in reasons}
+    return [p for p in parked
+            if all(p.offset >= replayed[reason].get(p.partition, 0) for reason in reasons
+                   if reason is None or matches_reason(p.info, reason))]
 
 
 def _sample(decode, parked: Parked) -> dict:

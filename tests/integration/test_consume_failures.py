@@ -6,7 +6,8 @@
 - permanent for the process: a mapped Cassandra column dropped while `cdc consume` runs -> exit 1 with
   a message naming the column, nothing committed past unapplied records;
 - transient: Cassandra unreachable -> pause with reason cassandra_unavailable (metric, WARNING, state
-  file for `cdc status`), nothing committed, then converges; a schema registry answering 5xx -> pause
+  file; `cdc status --json` names the paused consumer and its reason and exits 1), nothing committed, then
+  converges (status healthy again); a schema registry answering 5xx -> pause
   with reason registry_unavailable, nothing parked, then converges.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
 from datetime import UTC, datetime
 
@@ -21,9 +23,11 @@ import orjson
 import pytest
 from cassandra.cluster import Cluster
 from cassandra.policies import ConstantReconnectionPolicy
+from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient
 
 from bench.envelopes import fixture_records, kline_stream, ticker_stream
+from cdc_cli.cli import main
 from cdc_consumer import schema
 from cdc_consumer.avro import AvroDecoder
 from cdc_consumer.decoder import Decoder
@@ -75,6 +79,14 @@ def dlq_messages(bootstrap: str, topic: str) -> list:
     if f"{topic}.dlq" not in AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics:
         return []
     return read_all(bootstrap, f"{topic}.dlq")
+
+
+def cdc_status(group: str, state_dir) -> tuple[int, dict]:
+    """`cdc status --json` of the consumer part only, reading pause-state files under `state_dir`."""
+    result = CliRunner().invoke(main, ["status", "--json", "--group", group, *(
+        f"--skip={part}" for part in ("connector", "slot", "cassandra", "cluster"))],
+        env={"CDC_STATE_DIR": str(state_dir)})
+    return result.exit_code, orjson.loads(result.stdout)
 
 
 def paused_gauge(consumer, reason: str) -> float:
@@ -177,7 +189,8 @@ def test_cassandra_down_pauses_with_reason_metric_warning_and_state_then_converg
     session = cluster.connect(keyspace.keyspace)
     consumer = build_consumer(kafka_bootstrap, session, kafka_topic, group, retry_max=1.0,
                               pause_warning_every=0.5)
-    consumer.pause_file = PauseStateFile(group, tmp_path)
+    states_dir = tmp_path / "consumers"  # where `cdc status` looks with CDC_STATE_DIR=tmp_path
+    consumer.pause_file = PauseStateFile(group, states_dir)
     caplog.set_level(logging.INFO, logger="cdc_consumer")
     try:
         with running(consumer):
@@ -189,8 +202,15 @@ def test_cassandra_down_pauses_with_reason_metric_warning_and_state_then_converg
             produce(kafka_bootstrap, kafka_topic, stream.records[300:])
             wait_until(lambda: paused_gauge(consumer, "cassandra_unavailable") == 1, timeout=60,
                        what="cdc_consumer_paused{reason=cassandra_unavailable} = 1")
-            states = wait_until(lambda: read_states(group, tmp_path), timeout=10, what="the pause-state file")
+            states = wait_until(lambda: read_states(group, states_dir), timeout=10, what="the pause-state file")
             assert [p.reason for p in states[0].pauses] == ["cassandra_unavailable"]
+            code, report = cdc_status(group, tmp_path)
+            assert code == 1, report  # a paused consumer is a problem
+            assert [(p["reason"], p["pid"]) for p in report["consumer"]["pauses"]] == [
+                ("cassandra_unavailable", os.getpid())]
+            assert report["healthy"] is False and len(report["problems"]) == 1
+            assert report["problems"][0].startswith(
+                f"consumer {os.getpid()} of group {group} paused (cassandra_unavailable) since "), report
             wait_until(lambda: sum("PAUSED for" in r.getMessage() and r.levelno == logging.WARNING
                                    for r in caplog.records) >= 2, timeout=30, what="repeated PAUSED warnings")
             assert committed_offsets(kafka_bootstrap, group, kafka_topic) == before
@@ -200,15 +220,17 @@ def test_cassandra_down_pauses_with_reason_metric_warning_and_state_then_converg
             wait_caught_up(kafka_bootstrap, group, kafka_topic, timeout=120)
             wait_until(lambda: paused_gauge(consumer, "cassandra_unavailable") == 0, timeout=30,
                        what="the pause to clear")
-            wait_until(lambda: not read_states(group, tmp_path)[0].pauses, timeout=30,
+            wait_until(lambda: not read_states(group, states_dir)[0].pauses, timeout=30,
                        what="the state file to show no pause")
+            code, report = cdc_status(group, tmp_path)
+            assert (code, report["consumer"]["pauses"], report["problems"]) == (0, [], []), report
     finally:
         proxy.cut()
         cluster.shutdown()
     assert committed_offsets(kafka_bootstrap, group, kafka_topic) == high_watermarks(kafka_bootstrap, kafka_topic)
     assert keyspace.execute("SELECT count(*) FROM klines_by_bucket").one()[0] == 600
     assert consumer.totals.dlq == 0
-    assert not read_states(group, tmp_path)  # removed when the consumer stopped
+    assert not read_states(group, states_dir)  # removed when the consumer stopped
 
 
 

@@ -119,6 +119,22 @@ def test_poll_once_exits_1_when_nothing_could_be_fetched(db):
     assert "fetched nothing" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_poll_never_shows_the_exchange_url_credentials_while_its_requests_fail(db):
+    secret = "pw-6c1f0e2a"
+    env = {**os.environ, "CDC_PG_DSN": db}
+    # -vv: the debug lines of requests and urllib3 too; nothing listens on port 9 of loopback
+    result = subprocess.run([sys.executable, "-m", "cdc_cli.cli", "-vv", "poll", "--once", "--symbols", "BTCUSDT",
+                             "--klines", "", "--depth", "0", "--trades", "0",
+                             "--base-url", f"http://key:{secret}@127.0.0.1:9"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "fetched nothing" in result.stderr and "Traceback" not in result.stderr
+    # the lines that carry the URL and the failure were written, with the password masked
+    assert "from http://key:********@127.0.0.1:9 every" in result.stderr, result.stderr[-2000:]
+    assert "failed (ConnectionError: " in result.stderr and "attempt 1/" in result.stderr, result.stderr[-2000:]
+    assert secret not in result.stderr and secret not in result.stdout
+
+
 def test_poll_once_exits_0_when_the_cycle_wrote_and_1_when_postgres_refuses_the_write(sim, db):
     args = ("--symbols", "BTCUSDT", "--klines", "", "--depth", "0", "--trades", "0", "--base-url", sim.url)
     result = cdc_poll(*args, dsn=db)

@@ -1,9 +1,13 @@
 """Hostile input (issue 15): the JSON and Avro decoders (both paths), `cdc decode` and the mapping loader give a
 named error for anything they cannot hold, with time and memory per record bounded, and never crash.
 
-The bounds are checked without a clock: tracemalloc's peak while one record is decoded, and the size the
-decoded values would have once printed (computed here from the values, not by render.py), each against a
-generous multiple of the record's own size.
+Memory and output are checked without a clock: tracemalloc's peak while one record is decoded, and the size
+the decoded values would have once printed (computed here from the values, not by render.py), each against a
+generous multiple of the record's own size. Time is the CPU time of the decoding thread (`time.thread_time`),
+not the wall clock: time spent waiting for a core on a loaded machine does not count, so the bound cannot
+flake under load, and it is set so far above the work of one record (about 10**4 times) that a slower machine
+or the sanitizers (`make sanitize`) stay far below it. What it catches is work that grows with a number the
+input chooses (a scale, a length prefix, a nesting depth) without allocating.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import base64
 import io
 import json
 import struct
+import time
 import tracemalloc
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +43,12 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 def memory_bound(record_size: int) -> int:
     """Peak bytes allocated while one record decodes: its schema compiled, its payload parsed and converted."""
     return 4_000_000 + 200 * record_size
+
+
+def cpu_bound(record_size: int) -> float:
+    """CPU seconds one record may take, tracemalloc's overhead included: a 300-byte record decodes in
+    well under a millisecond."""
+    return 2.0 + record_size / 100_000
 
 
 def output_bound(record_size: int) -> int:
@@ -70,15 +81,18 @@ def decode_bounded(decoder, topic: str, key: bytes | None, value: bytes | None, 
     """The event, or the DecodeError raised (anything else propagates and fails the test), within the bounds."""
     record_size = len(key or b"") + len(value or b"") + len(repr(headers))
     tracemalloc.start()
+    started = time.thread_time()
     try:
         try:
             outcome = decoder.decode(topic, key, value, headers)
         except DecodeError as exc:
             outcome = exc
+        cpu = time.thread_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak <= memory_bound(record_size), f"{peak} bytes allocated for a {record_size}-byte record"
+    assert cpu <= cpu_bound(record_size), f"{cpu:.3f} CPU seconds for a {record_size}-byte record"
     if not isinstance(outcome, DecodeError):
         printed = printed_size([outcome.key, outcome.before, outcome.after])
         assert printed <= output_bound(record_size), f"{printed} characters out of a {record_size}-byte record"
@@ -387,19 +401,22 @@ MAPPING = Path(__file__).resolve().parents[2] / "cdc_consumer" / "mapping.yaml"
 
 
 def load_bounded(tmp_path: Path, text: str):
-    """load_mapping of `text`: a MappingSpec or the MappingError raised, with bounded memory and message."""
+    """load_mapping of `text`: a MappingSpec or the MappingError raised, with bounded memory, CPU time and message."""
     path = tmp_path / "mapping.yaml"
     path.write_text(text, encoding="utf-8")
     tracemalloc.start()
+    started = time.thread_time()
     try:
         try:
             outcome = load_mapping(path)
         except MappingError as exc:
             outcome = exc
+        cpu = time.thread_time() - started
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak <= 8_000_000 + 100 * len(text), f"{peak} bytes allocated for a {len(text)}-character mapping"
+    assert cpu <= 4.0 + len(text) / 10_000, f"{cpu:.3f} CPU seconds for a {len(text)}-character mapping"
     if isinstance(outcome, MappingError):
         assert len(str(outcome)) <= 4000 + len(str(path)), "the error repeats the file's values"
     return outcome
@@ -441,6 +458,13 @@ def test_mapping_errors_quote_only_a_short_prefix_of_a_value(tmp_path, text):
 def test_a_mapping_nested_too_deeply_is_a_mapping_error(tmp_path):
     outcome = load_bounded(tmp_path, "tables: " + "[" * 5000 + "]" * 5000 + "\n")
     assert isinstance(outcome, MappingError)
+
+
+def test_deep_flow_nesting_is_refused_before_it_costs_the_square_of_its_depth(tmp_path):
+    block = "[" * 450 + "]" * 450  # just within the recursion limit, which alone would refuse it only after the cost
+    outcome = load_bounded(tmp_path, "tables: [" + ", ".join([block] * 20) + "]\n")
+    assert isinstance(outcome, MappingError) and "nested deeper than 64" in str(outcome)
+    assert len(str(outcome)) < 1000
 
 
 YAML_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30),
