@@ -86,7 +86,8 @@ def apply_cql(session: Session, keyspace: str, replication: str | None = None) -
     exists = session.execute("SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s",
                              (keyspace,)).one()
     if exists is None:
-        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}")
+        # DDL waits for schema agreement across the nodes: as long as the tables below, not the 10 s default
+        session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}", timeout=60)
     session.set_keyspace(keyspace)
     statements = cql_statements()
     for statement in statements:
