@@ -31,7 +31,7 @@ import requests
 
 from cdc_consumer import cql_session, kafka_clients
 from cdc_consumer.config import Settings
-from connectors.connect_client import ConnectClient
+from connectors.connect_client import ConnectClient, trace_head
 from tests.integration.test_registry_apicurio import CONTENT_TYPE, envelope_schema
 from tests.private_stack import read_env_file
 from tests.secure.conftest import CDC
@@ -510,7 +510,12 @@ def test_avro_connector_serialises_through_the_https_registry_and_decodes_over_s
             conn.execute("INSERT INTO ticker_24h (symbol, event_time, last_price) VALUES (%s, %s, %s)",
                          (symbol, "2026-11-30T12:00:00Z", Decimal("97123.12345678")))
 
+        connect = ConnectClient(secure_env["CDC_CONNECT_URL"], auth=_settings(secure_env).connect_auth)
+
         def decoded_row():
+            # A converter that cannot reach the registry fails its task at the first record: stop there.
+            for what, trace in connect.status(name).failures:
+                pytest.fail(f"{what} FAILED: {trace_head(trace)}", pytrace=False)
             decode = run_cdc("decode", "--format", "avro", "--topic", f"{name}.public.ticker_24h",
                              "--from-beginning", "--timeout", "5", timeout=60)
             assert "Traceback" not in decode.output, decode
