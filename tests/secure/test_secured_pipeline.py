@@ -25,12 +25,13 @@ from secrets import token_hex
 
 import certifi
 import fastavro
+import psycopg
 import pytest
 import requests
 
 from cdc_consumer import cql_session, kafka_clients
 from cdc_consumer.config import Settings
-from connectors.connect_client import ConnectClient
+from connectors.connect_client import ConnectClient, trace_head
 from tests.integration.test_registry_apicurio import CONTENT_TYPE, envelope_schema
 from tests.private_stack import read_env_file
 from tests.secure.conftest import CDC
@@ -363,6 +364,47 @@ def test_registry_basic_auth_from_the_environment_or_the_url_over_https(secure_s
     assert "Traceback" not in refused.output, refused
 
 
+# --- the Avro connector on the secured stack -----------------------------------------------------------
+
+def test_avro_connector_serialises_through_the_https_registry_and_decodes_over_sasl_ssl(secure_env, run_cdc):
+    """Connect's Apicurio converter trusts the stack's CA (CDC_CONNECTOR_REGISTRY_CA in secure.env): a row
+    written in PostgreSQL comes out of Kafka (SASL_SSL) as Avro that `cdc decode --format avro` reads back."""
+    name = unique_name("savro")
+    symbol = name.upper()  # unique: earlier rows of the table (the pipeline's) are told apart
+    assert run_cdc("init", "--skip-cassandra").code == 0, run_cdc.outputs[-1]
+    register = run_cdc("register-connector", "--format", "avro", "--name", name, "--timeout", "120",
+                       "--set", f"slot.name={name}", "--set", f"topic.prefix={name}",
+                       "--set", "table.include.list=public.ticker_24h")
+    try:
+        assert register.code == 0, register
+        with psycopg.connect(**_settings(secure_env).postgres.connect_kwargs(), autocommit=True) as conn:
+            conn.execute("INSERT INTO ticker_24h (symbol, event_time, last_price) VALUES (%s, %s, %s)",
+                         (symbol, "2026-11-30T12:00:00Z", Decimal("97123.12345678")))
+
+        connect = ConnectClient(secure_env["CDC_CONNECT_URL"], auth=_settings(secure_env).connect_auth)
+
+        def decoded_row():
+            # A converter that cannot reach the registry fails its task at the first record: stop there.
+            for what, trace in connect.status(name).failures:
+                pytest.fail(f"{what} FAILED: {trace_head(trace)}", pytrace=False)
+            decode = run_cdc("decode", "--format", "avro", "--topic", f"{name}.public.ticker_24h",
+                             "--from-beginning", "--timeout", "5", timeout=60)
+            assert "Traceback" not in decode.output, decode
+            rows = [json.loads(line) for line in decode.stdout.splitlines()]
+            return next((row for row in rows if (row.get("after") or {}).get("symbol") == symbol), None)
+
+        row = wait_until(decoded_row, timeout=60, interval=1, what="the Avro record of the inserted row")
+        assert row["after"]["last_price"] == "97123.12345678", row
+        assert row["after"]["event_time"].startswith("2026-11-30T12:00:00"), row
+        # The converters were given the CA by path on the worker: nothing else about TLS is stored.
+        stored = ConnectClient(secure_env["CDC_CONNECT_URL"], auth=_settings(secure_env).connect_auth).get_config(name)
+        for side in ("key", "value"):
+            assert stored[f"{side}.converter.apicurio.rest.request.ssl.ca-bundle.location"] == \
+                secure_env["CDC_CONNECTOR_REGISTRY_CA"]
+    finally:
+        run_cdc("connector", "delete", name, "--drop-slot", "--yes")
+
+
 # --- authorization ---------------------------------------------------------------------------------
 
 def test_the_pipeline_role_cannot_write_outside_its_keyspace(secure_stack, secure_env):
@@ -406,7 +448,8 @@ def test_the_stack_wrote_a_private_client_env(secure_stack):
     assert {"CDC_PG_DSN", "CDC_PG_PASSWORD", "CDC_KAFKA_CONFIG", "CDC_CONNECT_URL", "CDC_CONNECT_PASSWORD",
             "CDC_CONNECT_CA", "CDC_CASSANDRA_USERNAME", "CDC_CASSANDRA_PASSWORD", "CDC_CASSANDRA_SSL_CA",
             "CDC_CASSANDRA_SSL_CERT", "CDC_CASSANDRA_SSL_KEY", "CDC_CASSANDRA_SSL_KEY_PASSWORD",
-            "CDC_SCHEMA_REGISTRY_URL", "CDC_SCHEMA_REGISTRY_CA"} <= names
+            "CDC_SCHEMA_REGISTRY_URL", "CDC_SCHEMA_REGISTRY_CA",
+            "CDC_CONNECTOR_REGISTRY_CA"} <= names
     client = read_env_file(env_file)
     assert "BEGIN ENCRYPTED PRIVATE KEY" in Path(client["CDC_CASSANDRA_SSL_KEY"]).read_text()  # needs the passphrase
     status = subprocess.run([str(STACK), "status", *SERVICES], capture_output=True, text=True, env=secure_stack.stack_env(),

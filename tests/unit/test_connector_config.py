@@ -292,3 +292,23 @@ def test_connect_rebalance_answers_are_retried_and_other_errors_are_not():
                                       'rebalance is expected"}'))
     assert not _rebalancing(response(500, '{"error_code":500,"message":"NullPointerException"}'))
     assert not _rebalancing(response(404, '{"message": "Connector x not found"}'))
+
+
+CA_BUNDLE = "converter.apicurio.rest.request.ssl.ca-bundle.location"
+
+
+def test_avro_converters_trust_the_registry_ca_given_for_the_connect_worker_or_else_the_clients_one():
+    # Apicurio 2.6's client takes a PEM CA only under this key (its truststore.type must be a JDK KeyStore type).
+    template = load_template(template_path(AVRO_TEMPLATE))
+    worker = render(template, {"CDC_CONNECTOR_REGISTRY_CA": "/etc/connect/registry-ca.pem",
+                               "CDC_SCHEMA_REGISTRY_CA": "/home/me/ca.pem"}).config
+    client = render(template, {"CDC_SCHEMA_REGISTRY_CA": "/home/me/ca.pem"}).config
+    for side in ("key", "value"):
+        assert worker[f"{side}.{CA_BUNDLE}"] == "/etc/connect/registry-ca.pem"
+        assert client[f"{side}.{CA_BUNDLE}"] == "/home/me/ca.pem"
+
+
+def test_avro_converters_get_no_ca_property_on_an_open_registry():
+    # An empty location would make the client open "" and fail; the property must be absent instead.
+    config = render(load_template(template_path(AVRO_TEMPLATE)), {"CDC_CONNECTOR_REGISTRY_CA": ""}).config
+    assert not [key for key in config if "ssl" in key]
