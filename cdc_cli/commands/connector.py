@@ -244,7 +244,9 @@ def _await_state(client: ConnectClient, name: str, target: str, timeout: float) 
         state = client.status(name)
         if state.state == target and all(t.state == target for t in state.tasks):
             return
-        if state.failures or time.monotonic() >= deadline:
+        # A FAILED task ends the wait for RUNNING; while stopping, it is what is being stopped (a task whose
+        # connector is STOPPED is gone), so deleting a failed connector still stops it first.
+        if (state.failures and target != STOPPED) or time.monotonic() >= deadline:
             _report_failures(state)
             raise click.ClickException(f"connector {name} did not reach {target} (is {state.state})")
         time.sleep(0.2)

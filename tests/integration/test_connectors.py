@@ -312,6 +312,20 @@ def test_delete_asks_first_and_with_drop_slot_leaves_no_slot(capture):
     assert not slot_exists(capture)
 
 
+def test_a_connector_whose_task_failed_is_deleted_in_one_call(capture):
+    publication = f"pub_{capture.slot}"  # does not exist: the task fails when it starts streaming
+    register = cdc(*capture.register_args("--set", f"publication.name={publication}", "--timeout", "90"))
+    assert register.exit_code == 1 and "task 0 FAILED:" in register.stderr
+
+    result = cdc("connector", "delete", capture.name, "--connect-url", capture.connect_url, "--pg-dsn", capture.dsn,
+                 "--drop-slot", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert f"connector {capture.name} deleted (offsets reset)" in result.output
+    assert ConnectClient(capture.connect_url).get_config(capture.name) is None
+    assert not slot_exists(capture)
+
+
 def test_a_connector_registered_again_after_delete_with_drop_slot_starts_with_a_fresh_snapshot(capture):
     register_running(capture)
     capture.execute("INSERT INTO order_book VALUES ('BTCUSDT', 'bid', 0, 42000, 1.5, 7, now())")
