@@ -6,13 +6,13 @@
 
    Converter(plan, key_positions, on_error, value, bad_key, python, Write, writer): TargetWriter.upsert
    once the null of the row is chosen. `plan` holds one (kind, sources, convert, arity) per column, built
-   by mapping.py from the same CompiledColumn and Conversion objects the Python loop uses. Calling it
+   by mapping/writer.py from the same CompiledColumn and Conversion objects the Python loop uses. Calling it
    with (row, null, timestamp, order) returns Write(writer, key, values, timestamp, order), its slots
    filled directly (the dataclass __init__ cost as much as a tenth of the loop). Missing source columns,
    None, UNSET_VALUE and UNAVAILABLE are handled exactly as the Python loop does. Each native kind
    converts only the value types whose Python result is certain (an exact Decimal, float, int, ASCII
    str, an exact datetime in UTC or without tzinfo, ...); any other value goes to the Python conversion
-   itself, so every ConversionError and its message stays the Python one. Call-backs into mapping.py:
+   itself, so every ConversionError and its message stays the Python one. Call-backs into the mapping package:
    on_error(column index, ConversionError) and bad_key(values) raise the UnmappableRecord the Python loop
    raises; value(column index, row, skip_nulls) reads a column without source columns (never in a valid
    mapping); python(row, null, timestamp, order), the Python loop, takes rows that are not exact dicts.
@@ -302,7 +302,7 @@ typedef struct {
     PyObject *convert;
 } Column;
 
-/* The objects a Converter is given (call-backs into mapping.py, the Write type, the writer), in the
+/* The objects a Converter is given (call-backs into the mapping package, the Write type, the writer), in the
    order Converter() takes them after plan and key_positions. */
 enum { R_ON_ERROR, R_VALUE, R_BAD_KEY, R_PYTHON, R_WRITE_TYPE, R_WRITER, REF_COUNT };
 
@@ -938,7 +938,7 @@ static PyObject *attribute_of(const char *module_name, const char *name)
     return attribute;
 }
 
-/* {name: kind} dicts for mapping.py and cql_values.py to build plans with. */
+/* {name: kind} dicts for the mapping package and cql_values.py to build plans with. */
 static PyObject *conversion_kinds(void)
 {
     PyObject *kinds = PyDict_New();
