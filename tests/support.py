@@ -52,17 +52,23 @@ def wait_until(predicate: Callable[[], T], *, timeout: float = 30.0, interval: f
         time.sleep(interval)
 
 
-def delete_topics(bootstrap: str, topics: list[str]) -> None:
-    """Delete the topics that exist, and wait: an AdminClient dropped before its futures are done never sends
-    the request, and leftover topics slow every later listing (`cdc dlq list` reads each DLQ topic)."""
+def delete_topics(bootstrap: str, topics: list[str] | Callable[[str], bool]) -> None:
+    """Delete the topics that exist (named, or every topic the predicate selects), and wait: an AdminClient
+    dropped before its futures are done never sends the request, and leftover topics slow every later
+    listing (`cdc dlq list` reads each DLQ topic)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = topics if callable(topics) else set(topics).__contains__
     try:
-        existing = set(admin.list_topics(timeout=10).topics)
-        present = [t for t in topics if t in existing]
+        present = [t for t in admin.list_topics(timeout=10).topics if wanted(t)]
         for future in (admin.delete_topics(present, operation_timeout=30) if present else {}).values():
             future.result(timeout=60)
     except KafkaException as exc:  # clean-up only: a broker a test left down must not fail that test
         warnings.warn(f"could not delete topics {topics}: {exc}", stacklevel=2)
+
+
+def delete_pipeline_topics(bootstrap: str, prefix: str) -> None:
+    """Every topic a connector with `topic.prefix` = prefix wrote: its tables' and its heartbeat topic."""
+    delete_topics(bootstrap, lambda t: t.startswith(f"{prefix}.") or t == f"__debezium-heartbeat.{prefix}")

@@ -12,11 +12,11 @@ import os
 import sys
 
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from cdc_consumer.config import Settings
 from tests.cluster.stack import ClusterStack
 from tests.e2e.pipeline import Pipeline, assert_exit_zero, cdc
+from tests.support import delete_pipeline_topics
 
 
 @pytest.fixture(scope="session")
@@ -67,10 +67,7 @@ def cluster_pipeline(cluster_stack, pg_database, tmp_path):
     finally:
         codes = p.stop_consumers()
         p.delete_connector()
-        admin = AdminClient({"bootstrap.servers": os.environ["CDC_KAFKA_BOOTSTRAP"]})
-        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{p.prefix}.")]
-        if topics:
-            admin.delete_topics(topics)
+        delete_pipeline_topics(os.environ["CDC_KAFKA_BOOTSTRAP"], p.prefix)
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         cluster.shutdown()
         assert_exit_zero(codes)

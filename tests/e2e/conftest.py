@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from cdc_consumer import schema
 from tests.e2e.pipeline import Pipeline, assert_exit_zero
+from tests.support import delete_pipeline_topics
 
 
 @pytest.fixture()
@@ -24,8 +24,5 @@ def pipeline(request, pg_database, cassandra_session, kafka_bootstrap, connect_u
     yield p
     codes = p.stop_consumers()
     p.delete_connector()
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{p.prefix}.")]
-    if topics:
-        admin.delete_topics(topics)
+    delete_pipeline_topics(kafka_bootstrap, p.prefix)
     assert_exit_zero(codes)

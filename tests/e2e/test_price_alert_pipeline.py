@@ -15,14 +15,13 @@ from datetime import datetime
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from cdc_consumer import schema
 from ingest.sim import SimControl
 from tests.e2e.pipeline import CDC, Pipeline
 from tests.integration.alerts_support import AlertsProcess, active_alerts, require_alertmanager, wait_all_committed
 from tests.integration.consume_support import high_watermarks, plain_event, read_all
-from tests.support import unique_name, wait_until
+from tests.support import delete_pipeline_topics, unique_name, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -37,10 +36,7 @@ def capture(pg_database, kafka_bootstrap, connect_url, tmp_path):
     p.register()
     yield p
     p.delete_connector()
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{p.prefix}.")]
-    if topics:
-        admin.delete_topics(topics)
+    delete_pipeline_topics(kafka_bootstrap, p.prefix)
 
 
 def start(*args: str, log) -> subprocess.Popen:

@@ -20,7 +20,7 @@ from cdc_cli.cli import main
 from cdc_consumer.schema import apply_sql
 from connectors import slots
 from connectors.connect_client import ConnectClient
-from tests.support import unique_name, wait_until
+from tests.support import delete_topics, unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,12 +77,7 @@ def capture(pg_database: str, connect_url: str, kafka_bootstrap: str):
         client.delete(cap.name)
     with psycopg.connect(pg_database, autocommit=True) as conn:
         slots.drop_slot(conn, cap.slot, timeout=60)
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    topics = [t for t in admin.list_topics(timeout=10).topics if cap.prefix in t]
-    if topics:
-        admin.delete_topics(topics)
+    delete_topics(kafka_bootstrap, lambda t: cap.prefix in t)
 
 
 def register_running(cap: Capture, *extra: str) -> Result:

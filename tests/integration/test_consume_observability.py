@@ -9,7 +9,6 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.envelopes import kline_stream, ticker_stream
@@ -22,7 +21,7 @@ from tests.integration.consume_support import (
     running,
     wait_caught_up,
 )
-from tests.support import unique_name, wait_until
+from tests.support import delete_topics, unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -136,4 +135,4 @@ def test_a_regex_subscription_picks_up_a_topic_created_after_start(kafka_bootstr
             produce(kafka_bootstrap, later, kline_stream(10, symbols=2, start=datetime(2038, 1, 1, tzinfo=UTC)).records)
             wait_until(lambda: consumer.totals.applied == 10, timeout=30, what="records of the new topic applied")
     finally:
-        AdminClient({"bootstrap.servers": kafka_bootstrap}).delete_topics([first, later])
+        delete_topics(kafka_bootstrap, [first, later])

@@ -19,7 +19,6 @@ import time
 
 import psycopg
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from cdc_consumer import schema
 from ingest.sim import SimServer
@@ -44,7 +43,7 @@ from tests.integration.monitoring_support import (
     values,
 )
 from tests.integration.tcp_proxy import TcpProxy
-from tests.support import unique_name, wait_until
+from tests.support import delete_pipeline_topics, unique_name, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -191,10 +190,7 @@ def test_every_dashboard_query_returns_series_from_the_running_pipeline(
         for process in processes:
             stop(process)
         pipeline.delete_connector()
-        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-        topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{pipeline.prefix}.")]
-        if topics:
-            admin.delete_topics(topics)
+        delete_pipeline_topics(kafka_bootstrap, pipeline.prefix)
 
 
 def assert_contract_series(prometheus: str, pipeline: Pipeline) -> None:
