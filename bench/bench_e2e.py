@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import random
 import statistics
 import sys
@@ -46,6 +47,7 @@ from cassandra import DriverException, OperationTimedOut  # noqa: E402
 from cassandra.cluster import NoHostAvailable  # noqa: E402
 from psycopg.conninfo import conninfo_to_dict, make_conninfo  # noqa: E402
 
+from bench.cpu import CORES, CpuShares, MachineCpu, WakeupProbe, stack_pids, with_descendants  # noqa: E402
 from cdc_cli.commands.consume import make_decoder  # noqa: E402
 from cdc_consumer import cql_session, schema  # noqa: E402
 from cdc_consumer.config import Settings  # noqa: E402
@@ -239,10 +241,18 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
                   make_decoder(fmt, settings.schema_registry_url))
         tap.start()
         reader.start()
+        shares = CpuShares({"PostgreSQL": with_descendants(stack_pids("postgres")), "Connect": stack_pids("connect"),
+                            "Kafka": stack_pids("kafka"), "Cassandra": stack_pids("cassandra"),
+                            "cdc consume": [p.pid for p in pipeline.consumers], "bench": [os.getpid()]})
+        probe, machine = WakeupProbe(), MachineCpu.now()
+        shares.start()
         writer.start()
         if on_start is not None:
             on_start()
         writer.join()
+        machine_busy = MachineCpu.now().busy_share_since(machine)
+        cores = shares.stop()
+        wakeups = percentiles(probe.stop())
         if writer.error:
             raise writer.error
         wait_until(lambda: len(reader.visible) >= len(writer.committed), timeout=120,
@@ -277,12 +287,16 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
         "commit_to_kafka_p99_ms": to_kafka[1],
         "kafka_to_cassandra_p50_ms": to_cassandra[0],
         "kafka_to_cassandra_p99_ms": to_cassandra[1],
+        "machine_busy_share": round(machine_busy, 2),
+        "wakeup_late_p50_ms": wakeups[0],
+        "wakeup_late_p99_ms": wakeups[1],
         "wire_bytes_per_event": round(tap.bytes / tap.records, 1),
+        "cores": {name: round(used, 2) for name, used in cores.items()},
     }
 
 
 FIRST_MINUTE_FIGURES = ("p50_ms", "p99_ms", "max_ms", "rate_changes_per_s", "commit_to_kafka_p99_ms",
-                        "kafka_to_cassandra_p99_ms")
+                        "kafka_to_cassandra_p99_ms", "machine_busy_share", "wakeup_late_p99_ms")
 
 
 def report(what: str, run: dict, targets: str) -> None:
@@ -291,6 +305,20 @@ def report(what: str, run: dict, targets: str) -> None:
     print(f"  commit -> Kafka (Debezium, Connect): p50 {run['commit_to_kafka_p50_ms']} ms, "
           f"p99 {run['commit_to_kafka_p99_ms']} ms; Kafka -> Cassandra (cdc consume): "
           f"p50 {run['kafka_to_cassandra_p50_ms']} ms, p99 {run['kafka_to_cassandra_p99_ms']} ms")
+    print(f"  machine while writing: {run['machine_busy_share']:.0%} of {CORES} cores busy; a thread sleeping 1 ms "
+          f"woke late by p50 {run['wakeup_late_p50_ms']} ms, p99 {run['wakeup_late_p99_ms']} ms")
+    print("  cores used: " + ", ".join(f"{name} {used}" for name, used in run["cores"].items()))
+
+
+def explain(run: dict, target_p99_ms: float) -> None:
+    """When p99 misses its target, say which stage holds the time: Debezium and Connect upstream of cdc
+    (commit -> Kafka), or cdc consume with Cassandra (Kafka -> Cassandra)."""
+    if run["p99_ms"] <= target_p99_ms:
+        return
+    upstream, ours = run["commit_to_kafka_p99_ms"], run["kafka_to_cassandra_p99_ms"]
+    print(f"  why p99 > {target_p99_ms:g} ms here: commit -> Kafka alone (Debezium and Connect, before any cdc "
+          f"code) p99 {upstream} ms {'exceeds' if upstream > target_p99_ms else 'is within'} it; Kafka -> "
+          f"Cassandra p99 {ours} ms {'exceeds' if ours > target_p99_ms else 'is within'} it")
 
 
 def main() -> int:
@@ -312,11 +340,14 @@ def main() -> int:
         result.update({f"e2e.first_minute_{name}": first[name] for name in FIRST_MINUTE_FIGURES})
         report(f"first {args.first_minute_seconds:.0f}s of a fresh pipeline (no warm-up)", first,
                targets="p99 <= 250 ms")
+        explain(first, 250)
     run = measure(settings, fmt=args.format, rate=args.rate, seconds=args.seconds,
                   read_interval_ms=args.read_interval_ms)
-    result.update({f"e2e.{name}": value for name, value in run.items() if name != "wire_bytes_per_event"})
+    result.update({f"e2e.{name}": value for name, value in run.items() if name not in ("wire_bytes_per_event", "cores")})
+    result.update({f"e2e.cores.{name.replace(' ', '_')}": used for name, used in run["cores"].items()})
     report(f"steady state over {args.seconds:.0f}s (after a warm-up)", run,
            targets="p50 <= 150 ms, p99 <= 100 ms at 2,000 changes/s")
+    explain(run, 100)
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2))
     return 0

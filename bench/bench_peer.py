@@ -48,6 +48,7 @@ from cassandra.query import tuple_factory
 from cassandra.util import Date as CqlDate
 
 from bench.bench_consumer import fresh_keyspace, print_figures, produce
+from bench.cpu import CORES, MachineCpu, cpu_seconds, stack_pids, state_dir
 from bench.envelopes import Stream, ticker_stream
 from cdc_consumer import cql_session, kafka_clients
 from cdc_consumer.config import Settings
@@ -69,29 +70,6 @@ class PeerUnavailable(RuntimeError):
 
 
 # --- the processes whose CPU is counted --------------------------------------------------------------
-
-def state_dir() -> Path:
-    return Path(os.environ.get("CDC_STATE_DIR") or Path.home() / ".local" / "state" / "cdc")
-
-
-def stack_pids(service_prefix: str) -> list[int]:
-    """PIDs the native stack recorded for a service (every node of it: `cassandra*.pid`)."""
-    pids = []
-    for pid_file in sorted((state_dir() / "run").glob(f"{service_prefix}*.pid")):
-        pid = int(pid_file.read_text().split()[0])
-        if Path(f"/proc/{pid}").exists():
-            pids.append(pid)
-    return pids
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of the processes, in seconds (fields 14 and 15 of /proc/PID/stat)."""
-    ticks = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
 
 # --- the peer's installation -------------------------------------------------------------------------
 
@@ -216,8 +194,8 @@ def timed_run(product: Product, session, topic: str, keyspace: str, stream: Stre
     latest = session.prepare(f"SELECT symbol, event_time_us FROM {keyspace}.latest_prices")
     cassandra = stack_pids("cassandra")
 
-    def sample() -> tuple[float, float, float]:
-        return time.perf_counter(), cpu_seconds(product.pids()), cpu_seconds(cassandra)
+    def sample() -> tuple[float, float, float, MachineCpu]:
+        return time.perf_counter(), cpu_seconds(product.pids()), cpu_seconds(cassandra), MachineCpu.now()
 
     def visible(statement, done: Callable[[list], bool]):
         product.check()
@@ -239,11 +217,13 @@ def timed_run(product: Product, session, topic: str, keyspace: str, stream: Stre
                              interval=0.2, what=f"{product.name}: every ticker_by_day row", fatal=(ProductFailed,))
     finally:
         product.stop()
-    (t0, product0, cassandra0), (t1, product1, cassandra1) = start, end
+    (t0, product0, cassandra0, machine0), (t1, product1, cassandra1, machine1) = start, end
     events = len(stream.records)
     return {"events_per_s": events / (t1 - t0), "seconds": t1 - t0,
             "product_cpu_per_10k": (product1 - product0) / events * 10_000,
-            "cassandra_cpu_per_10k": (cassandra1 - cassandra0) / events * 10_000}
+            "cassandra_cpu_per_10k": (cassandra1 - cassandra0) / events * 10_000,
+            "product_cores": (product1 - product0) / (t1 - t0),
+            "machine_busy_share": machine1.busy_share_since(machine0)}
 
 
 # --- correctness --------------------------------------------------------------------------------------
@@ -359,7 +339,8 @@ def race(settings: Settings, events: int, rounds: int, partitions: int) -> dict:
             print(f"  {name:9} {'warm-up' if warm_up else f'run {len(runs[name])}':8} "
                   f"{run['events_per_s']:>9,.0f} events/s  {run['seconds']:6.2f} s  "
                   f"CPU s/10k events: product {run['product_cpu_per_10k']:.3f}, "
-                  f"Cassandra {run['cassandra_cpu_per_10k']:.3f}", flush=True)
+                  f"Cassandra {run['cassandra_cpu_per_10k']:.3f}; product used {run['product_cores']:.2f} cores, "
+                  f"machine {run['machine_busy_share']:.0%} busy", flush=True)
         compared = {f"{name}#{i}": ks for i, (name, ks) in enumerate(zip(order, keyspaces)) if i > 0}
         problems = differences(session, compared, stream, start_ts_us)
     finally:
@@ -380,10 +361,28 @@ def race(settings: Settings, events: int, rounds: int, partitions: int) -> dict:
         "peer.cdc_cpu_s_per_10k": round(ours["product_cpu_per_10k"], 3),
         "peer.datastax_cassandra_cpu_s_per_10k": round(peer["cassandra_cpu_per_10k"], 3),
         "peer.cdc_cassandra_cpu_s_per_10k": round(ours["cassandra_cpu_per_10k"], 3),
+        "peer.datastax_cores": round(peer["product_cores"], 2),
+        "peer.cdc_cores": round(ours["product_cores"], 2),
+        "peer.datastax_machine_busy_share": round(peer["machine_busy_share"], 2),
+        "peer.cdc_machine_busy_share": round(ours["machine_busy_share"], 2),
         "peer.rows_written_each": rows,
         "peer.rows_compared": rows * (len(order) - 1),
         "peer.rows_identical": not problems,
     }
+
+
+def explain(results: dict) -> None:
+    """Where each product's rate stopped: the cores it and the machine used, and the rate at which cdc +
+    Cassandra, at the CPU per event measured for cdc, would fill every core (so the ratio the machine allows)."""
+    if "peer.events_ratio" not in results:
+        return
+    per_10k = results["peer.cdc_cpu_s_per_10k"] + results["peer.cdc_cassandra_cpu_s_per_10k"]
+    ceiling = CORES * 10_000 / per_10k
+    print(f"  DataStax sink: the Connect JVM used {results['peer.datastax_cores']} cores, the machine was "
+          f"{results['peer.datastax_machine_busy_share']:.0%} busy; cdc consume used {results['peer.cdc_cores']} "
+          f"cores, the machine {results['peer.cdc_machine_busy_share']:.0%} busy")
+    print(f"  cdc + Cassandra at cdc's CPU per event would fill all {CORES} cores at {ceiling:,.0f} events/s, "
+          f"{ceiling / results['peer.datastax_events_per_s']:.1f}x the peer's rate")
 
 
 def main() -> int:
@@ -402,6 +401,7 @@ def main() -> int:
         print(f"  peer race skipped: {exc}")
         results = {"peer.skipped": str(exc)}
     print_figures(results, TARGETS, width=40)
+    explain(results)
     if args.json_out is not None:
         args.json_out.write_text(json.dumps(results, indent=1) + "\n")
     return 0 if results.get("peer.rows_identical", True) else 1
