@@ -241,18 +241,21 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
                   make_decoder(fmt, settings.schema_registry_url))
         tap.start()
         reader.start()
-        shares = CpuShares({"PostgreSQL": with_descendants(stack_pids("postgres")), "Connect": stack_pids("connect"),
-                            "Kafka": stack_pids("kafka"), "Cassandra": stack_pids("cassandra"),
-                            "cdc consume": [p.pid for p in pipeline.consumers], "bench": [os.getpid()]})
+        shares = CpuShares({"PostgreSQL": lambda: with_descendants(stack_pids("postgres")),
+                            "Connect": lambda: stack_pids("connect"), "Kafka": lambda: stack_pids("kafka"),
+                            "Cassandra": lambda: stack_pids("cassandra"),
+                            "cdc consume": lambda: [p.pid for p in pipeline.consumers], "bench": lambda: [os.getpid()]})
         probe, machine = WakeupProbe(), MachineCpu.now()
-        shares.start()
-        writer.start()
-        if on_start is not None:
-            on_start()
-        writer.join()
-        machine_busy = MachineCpu.now().busy_share_since(machine)
-        cores = shares.stop()
-        wakeups = percentiles(probe.stop())
+        try:
+            shares.start()
+            writer.start()
+            if on_start is not None:
+                on_start()
+            writer.join()
+            machine_busy = MachineCpu.now().busy_share_since(machine)
+            cores = shares.stop()
+        finally:
+            wakeups = percentiles(probe.stop())
         if writer.error:
             raise writer.error
         wait_until(lambda: len(reader.visible) >= len(writer.committed), timeout=120,

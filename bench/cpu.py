@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,18 +71,21 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class CpuShares:
-    """CPU seconds of named groups of processes between `start()` and `stop()`, as cores used."""
+    """CPU of named groups of processes between `start()` and `stop()`, as cores used. A group is a function
+    returning its PIDs, asked again at `stop()`: a process started meanwhile (a PostgreSQL backend for a new
+    connection) counts from 0; one that exited meanwhile is lost."""
 
-    def __init__(self, groups: dict[str, list[int]]) -> None:
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self.groups = groups
 
     def start(self) -> None:
-        self.before = {name: cpu_seconds(pids) for name, pids in self.groups.items()}
+        self.before = {name: {pid: cpu_seconds([pid]) for pid in pids()} for name, pids in self.groups.items()}
         self.started = time.perf_counter()
 
     def stop(self) -> dict[str, float]:
         elapsed = time.perf_counter() - self.started
-        return {name: (cpu_seconds(pids) - self.before[name]) / elapsed for name, pids in self.groups.items()}
+        return {name: sum(cpu_seconds([pid]) - self.before[name].get(pid, 0.0) for pid in pids()) / elapsed
+                for name, pids in self.groups.items()}
 
 
 def main_thread_cpu_seconds(pid: int) -> float:

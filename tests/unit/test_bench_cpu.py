@@ -67,7 +67,7 @@ def test_descendants_include_grandchildren():
 def test_cpu_shares_attribute_a_busy_process_about_one_core():
     child = burner(60)  # busy for the whole window, stopped below
     try:
-        shares = CpuShares({"burner": [child.pid], "idle": []})
+        shares = CpuShares({"burner": lambda: [child.pid], "idle": list})
         machine = MachineCpu.now()
         shares.start()
         time.sleep(0.5)  # the measured window itself, not a synchronisation
@@ -79,6 +79,20 @@ def test_cpu_shares_attribute_a_busy_process_about_one_core():
     assert used["idle"] == 0.0
     assert 0.3 <= used["burner"] <= 1.05  # one thread cannot use more than one core; a loaded machine gives less
     assert busy >= used["burner"] / (os.cpu_count() or 1) - 0.1
+
+
+def test_cpu_shares_count_a_process_started_during_the_window_from_zero():
+    started: list[int] = []
+    shares = CpuShares({"late": lambda: list(started)})
+    shares.start()
+    child = burner(0.3)
+    try:
+        started.append(child.pid)
+        reported = float(child.stdout.readline())
+        used = shares.stop()
+        assert used["late"] * (time.perf_counter() - shares.started) >= reported - 0.05
+    finally:
+        child.communicate("")
 
 
 def test_wakeup_probe_reports_one_delay_per_sleep():
