@@ -150,10 +150,15 @@ def ceiling(run: dict) -> dict:
         "consumer.kafka_cpu_s_per_10k": round(per_10k["kafka"], 3),
         "consumer.main_thread_busy_share": round(run["main_thread_busy_share"], 2),
         "consumer.machine_busy_share": round(run["machine_busy_share"], 2),
-        "consumer.machine_ceiling_events_per_s": round(CORES * 10_000 / pipeline),
-        "consumer.main_thread_ceiling_events_per_s": round(10_000 / per_10k["cdc_main_thread"]),
+        "consumer.machine_ceiling_events_per_s": rate_filling(CORES, pipeline),
+        "consumer.main_thread_ceiling_events_per_s": rate_filling(1, per_10k["cdc_main_thread"]),
         "consumer.cassandra_cores_at_target": round(per_10k["cassandra"] * TARGET_EVENTS_PER_S / 10_000, 2),
     }
+
+
+def rate_filling(cores: int, cpu_s_per_10k: float) -> int | None:
+    """Events/s at which work costing `cpu_s_per_10k` keeps `cores` busy (None: too short a run to tell)."""
+    return round(cores * 10_000 / cpu_s_per_10k) if cpu_s_per_10k > 0 else None
 
 
 def explain_ceiling(results: dict) -> None:
@@ -161,11 +166,14 @@ def explain_ceiling(results: dict) -> None:
     if results["consumer.events_per_s"] >= TARGET_EVENTS_PER_S:
         return
     machine = results["consumer.machine_ceiling_events_per_s"]
+    if machine is None:
+        return
+    main_thread = results["consumer.main_thread_ceiling_events_per_s"]
     print(f"  why not {TARGET_EVENTS_PER_S:,}/s here: at that rate Cassandra alone would need "
           f"{results['consumer.cassandra_cores_at_target']} of this machine's {CORES} cores; cdc + Cassandra + "
           f"Kafka at this run's CPU per event would fill every core at {machine:,} events/s "
-          f"({'below' if machine < TARGET_EVENTS_PER_S else 'NOT below'} the target), and cdc's main thread "
-          f"alone at {results['consumer.main_thread_ceiling_events_per_s']:,}")
+          f"({'below' if machine < TARGET_EVENTS_PER_S else 'NOT below'} the target)"
+          + (f", and cdc's main thread alone at {main_thread:,}" if main_thread else ""))
 
 
 def run_naive(topic: str, keyspace: str, events: int) -> float:
