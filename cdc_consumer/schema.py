@@ -8,12 +8,14 @@ identifier created here and selected with USE, which lets tests apply the schema
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Iterable
 from importlib import resources
 from importlib.resources.abc import Traversable
 
 from cassandra.cluster import Session
+from cassandra.connection import ConnectionException
 from cassandra.pool import Host
 
 from cdc_consumer.identifiers import validate_identifier
@@ -74,6 +76,21 @@ def default_replication(hosts: Iterable[Host], local_dc: str | None = None) -> s
     return f"{{'class': 'NetworkTopologyStrategy', '{dc}': {min(3, max(1, per_dc[dc]))}}}"
 
 
+def use_keyspace(session: Session, keyspace: str, timeout: float = 60.0) -> None:
+    """Make `keyspace` the session's keyspace on every connection. Right after CREATE KEYSPACE, a node
+    whose schema has not caught up yet (a cluster that just started, or a loaded one) answers that the
+    keyspace does not exist. That is schema propagation, not an error, so ask again until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            session.set_keyspace(keyspace)
+            return
+        except ConnectionException as exc:
+            if "does not exist" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def apply_cql(session: Session, keyspace: str, replication: str | None = None) -> int:
     """Create the keyspace if missing (`replication`, default `default_replication` of the session's
     cluster), then every table/type of cql/schema.cql; returns statements run."""
@@ -88,7 +105,7 @@ def apply_cql(session: Session, keyspace: str, replication: str | None = None) -
     if exists is None:
         # DDL waits for schema agreement across the nodes: as long as the tables below, not the 10 s default
         session.execute(f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {replication}", timeout=60)
-    session.set_keyspace(keyspace)
+    use_keyspace(session, keyspace)
     statements = cql_statements()
     for statement in statements:
         session.execute(statement, timeout=60)

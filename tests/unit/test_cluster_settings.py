@@ -5,9 +5,10 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from cassandra.connection import ConnectionException
 
 from cdc_consumer.kafka_clients import replication_for
-from cdc_consumer.schema import default_replication
+from cdc_consumer.schema import default_replication, use_keyspace
 from connectors.health import ClusterHealth, NodeHealth, _cluster_problems, required_replicas
 
 
@@ -57,3 +58,35 @@ def test_status_fails_only_when_the_consistency_cannot_be_met():
         "(down: 127.0.0.1, 127.0.0.2)"]
     unwritable = ClusterHealth("ONE", brokers=[1], unwritable=["t[0] has 1 in-sync replica(s), needs 2"])
     assert _cluster_problems(unwritable) == ["Kafka partition t[0] has 1 in-sync replica(s), needs 2: acks=all writes fail"]
+
+
+class KeyspaceNotYetEverywhere:
+    """A session whose nodes learn of a new keyspace only after `refusals` USE attempts (schema propagation)."""
+
+    def __init__(self, refusals: int, message: str = "Keyspace 'ks' does not exist") -> None:
+        self.refusals, self.message, self.attempts = refusals, message, 0
+
+    def set_keyspace(self, keyspace: str) -> None:
+        self.attempts += 1
+        if self.attempts <= self.refusals:
+            raise ConnectionException(f"Failed to set keyspace on all hosts: [InvalidRequest('{self.message}')]")
+
+
+def test_a_keyspace_not_yet_on_every_node_is_used_once_the_schema_has_spread():
+    session = KeyspaceNotYetEverywhere(refusals=2)
+    use_keyspace(session, "ks", timeout=30)
+    assert session.attempts == 3
+
+
+def test_a_keyspace_that_never_spreads_fails_at_the_deadline():
+    session = KeyspaceNotYetEverywhere(refusals=10**6)
+    with pytest.raises(ConnectionException, match="does not exist"):
+        use_keyspace(session, "ks", timeout=0)
+    assert session.attempts == 1
+
+
+def test_other_keyspace_errors_are_not_retried():
+    session = KeyspaceNotYetEverywhere(refusals=5, message="Unauthorized")
+    with pytest.raises(ConnectionException, match="Unauthorized"):
+        use_keyspace(session, "ks", timeout=30)
+    assert session.attempts == 1
