@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from cassandra import DriverException
 from cassandra.connection import ConnectionException
+from cassandra.protocol import ErrorMessage
 from confluent_kafka import KafkaException
 
 from cdc_cli.commands.options import (
@@ -54,7 +55,7 @@ def init(pg_dsn: str, cassandra_hosts: str, cassandra_keyspace: str, kafka: Kafk
                 replication = cassandra_replication or schema.default_replication(cluster.metadata.all_hosts(),
                                                                                  cfg.local_dc)
                 count = schema.apply_cql(session, cassandra_keyspace, replication)
-            except (DriverException, ConnectionException) as exc:  # e.g. the nodes never agreed on the schema
+            except (DriverException, ConnectionException, ErrorMessage) as exc:  # refused DDL, no schema agreement
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise click.ClickException(f"Cassandra at {','.join(cfg.hosts)}: applying the schema failed: "
                                            f"{redact(reason, cfg.secrets)}") from None

@@ -73,3 +73,16 @@ def test_an_invalid_keyspace_name_is_a_usage_error(pg_database):
     result = init("--pg-dsn", pg_database, "--cassandra-keyspace", "market; DROP")
     assert result.exit_code == 2
     assert "invalid keyspace" in result.output
+
+
+def test_a_schema_cassandra_refuses_is_one_line_and_exit_1(cassandra_cluster):
+    keyspace = unique_name("init_refused")
+    result = init("--skip-postgres", "--skip-kafka", "--cassandra-keyspace", keyspace,
+                  "--cassandra-replication", "{'class': 'NoSuchStrategy'}")
+    try:
+        assert result.exit_code == 1, result.output
+        assert "Cassandra at 127.0.0.1: applying the schema failed: " in result.output
+        assert "NoSuchStrategy" in result.output
+        assert isinstance(result.exception, SystemExit)  # a ClickException's exit, not an escaped driver error
+    finally:
+        cassandra_cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
