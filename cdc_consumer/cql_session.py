@@ -63,11 +63,7 @@ def cluster_for(cfg: CassandraSettings, *, timeout: float = 10.0, request_timeou
     return Cluster(list(cfg.hosts), port=cfg.port, protocol_version=cfg.protocol_version,
                    connect_timeout=timeout, execution_profiles={EXEC_PROFILE_DEFAULT: profile},
                    reconnection_policy=ConstantReconnectionPolicy(1.0), auth_provider=auth,
-                   ssl_context=ssl_context(cfg),
-                   # A DDL statement returns once every node agrees on the schema: a cluster that has just
-                   # started, or a loaded one, can take longer than the driver's 10 s, and the next
-                   # statement would then reach a node that does not know the new keyspace or table.
-                   max_schema_agreement_wait=60)
+                   ssl_context=ssl_context(cfg))
 
 
 def connect(cfg: CassandraSettings, *, keyspace: str | None = None, timeout: float = 10.0) -> tuple[Cluster, Session]:
