@@ -63,35 +63,41 @@ TX_CHANGES = 20
 class Writer(threading.Thread):
     def __init__(self, dsn: str, rate: float, seconds: float) -> None:
         super().__init__(daemon=True)
-        self.dsn, self.rate, self.seconds = dsn, rate, seconds
+        self.rate, self.seconds = rate, seconds
+        # Connected here and closed by close(), after the CPU shares are read: its PostgreSQL backend must be
+        # alive at both readings, or the backend's CPU is lost from PostgreSQL's share.
+        self.conn = psycopg.connect(dsn)
         self.committed: dict[int, float] = {}
         self.error: BaseException | None = None
+
+    def close(self) -> None:
+        self.conn.close()
 
     def run(self) -> None:
         rng = random.Random(5)
         tx_per_s = self.rate / TX_CHANGES
+        conn = self.conn
         try:
-            with psycopg.connect(self.dsn) as conn:
-                start = time.monotonic()
-                seq = 0
-                while time.monotonic() - start < self.seconds:
-                    levels = [(f"LAT{i % 10}", "bid" if i % 2 else "ask", i // 2,
-                               f"{rng.randrange(1, 10**10)}e-8", f"{rng.randrange(1, 10**10)}e-8", seq)
-                              for i in range(TX_CHANGES - 1)]
-                    with conn.cursor() as cur:
-                        cur.executemany(
-                            "INSERT INTO order_book (symbol, side, level, price, quantity, last_update_id) "
-                            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (symbol, side, level) DO UPDATE SET "
-                            "price = EXCLUDED.price, quantity = EXCLUDED.quantity, "
-                            "last_update_id = EXCLUDED.last_update_id", levels)
-                        cur.execute("INSERT INTO klines (symbol, interval, open_time, close) VALUES (%s, '1m', %s, 1)",
-                                    (MARKER, DAY + dt.timedelta(seconds=seq)))
-                    conn.commit()
-                    self.committed[seq] = time.time()
-                    seq += 1
-                    pause = start + seq / tx_per_s - time.monotonic()
-                    if pause > 0:
-                        time.sleep(pause)  # fixed-rate load generation
+            start = time.monotonic()
+            seq = 0
+            while time.monotonic() - start < self.seconds:
+                levels = [(f"LAT{i % 10}", "bid" if i % 2 else "ask", i // 2,
+                           f"{rng.randrange(1, 10**10)}e-8", f"{rng.randrange(1, 10**10)}e-8", seq)
+                          for i in range(TX_CHANGES - 1)]
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO order_book (symbol, side, level, price, quantity, last_update_id) "
+                        "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (symbol, side, level) DO UPDATE SET "
+                        "price = EXCLUDED.price, quantity = EXCLUDED.quantity, "
+                        "last_update_id = EXCLUDED.last_update_id", levels)
+                    cur.execute("INSERT INTO klines (symbol, interval, open_time, close) VALUES (%s, '1m', %s, 1)",
+                                (MARKER, DAY + dt.timedelta(seconds=seq)))
+                conn.commit()
+                self.committed[seq] = time.time()
+                seq += 1
+                pause = start + seq / tx_per_s - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)  # fixed-rate load generation
         except BaseException as exc:  # noqa: BLE001
             self.error = exc
 
@@ -256,6 +262,7 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
             cores = shares.stop()
         finally:
             wakeups = percentiles(probe.stop())
+            writer.close()
         if writer.error:
             raise writer.error
         wait_until(lambda: len(reader.visible) >= len(writer.committed), timeout=120,
@@ -294,7 +301,7 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
         "wakeup_late_p50_ms": wakeups[0],
         "wakeup_late_p99_ms": wakeups[1],
         "wire_bytes_per_event": round(tap.bytes / tap.records, 1),
-        "cores": {name: round(used, 2) for name, used in cores.items()},
+        "cores": {name: round(used, 3) for name, used in cores.items()},
     }
 
 
