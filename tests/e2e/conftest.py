@@ -19,7 +19,8 @@ def pipeline(request, pg_database, cassandra_session, kafka_bootstrap, connect_u
     with psycopg.connect(pg_database) as conn:
         schema.apply_sql(conn)
     schema.apply_cql(cassandra_session, cassandra_session.keyspace)
-    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path, fmt=fmt, session=cassandra_session)
+    p = Pipeline(pg_database, cassandra_session.keyspace, tmp_path, fmt=fmt, session=cassandra_session,
+                 connect_url=connect_url)
     p.register()
     yield p
     codes = p.stop_consumers()

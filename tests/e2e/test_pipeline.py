@@ -102,6 +102,9 @@ def test_kafka_broker_restart_mid_stream_converges(pipeline: Pipeline):
     consumer = pipeline.start_consumer()
     changes = stream(pipeline)
     wait_until(lambda: changes.written >= 3_000, timeout=60, what="3,000 changes written")
+    # A broker outage before the connector's first committed offset is a different case: Debezium snapshots
+    # again and loses the deletes in between (README, known limits; CI hit it once with a 5 s flush interval).
+    pipeline.wait_offset_committed()
     stack("down", "kafka")
     stack("up", "kafka", timeout=600)
     assert changes.wait() >= CHANGES
