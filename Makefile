@@ -28,7 +28,7 @@ bench: venv
 unit-test: venv
 	$(BIN)/pytest -q tests/unit
 
-# ruff over the tree, mypy over cdc_consumer, ingest and connectors ([mypy] in setup.cfg).
+# ruff over the tree, mypy over cdc_consumer, ingest, connectors and bench ([mypy] in setup.cfg).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -70,6 +70,7 @@ def evaluate(recs) -> int:
     now_ms, updates = int(time.time() * 1000), 0
     for key, value in recs:
         observation = ticker_observation(decoder.decode("cdc.public.ticker_24h", key, value))
+        assert observation is not None  # every record is a live ticker change
         updates += len(engine.observe(*observation, now_ms))
     return updates
 
@@ -117,6 +118,7 @@ def through_kafka(recs, settings: Settings) -> dict:
     seed.close()
     engine = PriceMoveEngine(hundred_rules())
     client = AlertmanagerClient(settings.alertmanager_url)
+    assert settings.kafka is not None  # Settings.from_env always sets it
     stream = AlertStream(kafka=settings.kafka, topic=topic, group=f"{topic}-g", engine=engine,
                          alertmanager=client)
     stop = threading.Event()

@@ -61,6 +61,8 @@ def reframed(data: bytes, ids: dict[int, int]) -> bytes:
 
 def consume_rates(settings: Settings, events: int) -> dict[str, float]:
     """`cdc consume` events/s per format on the same events, each pre-filled in a topic of its own."""
+    kafka = settings.kafka
+    assert kafka is not None  # Settings.from_env always sets it
     json_side, _ = json_records(events)
     ids = registered_ids(settings.schema_registry_url)
     streams = {"json": [(key, value) for _, key, value in json_side],
@@ -70,13 +72,13 @@ def consume_rates(settings: Settings, events: int) -> dict[str, float]:
     try:
         for fmt, stream in streams.items():
             topic = unique_name(f"bench_{fmt}")
-            produce(settings.kafka, topic, PARTITIONS, stream)
+            produce(kafka, topic, PARTITIONS, stream)
             keyspace = fresh_keyspace(session)
             try:
                 rates[fmt] = run_consumer(topic, keyspace, len(stream), fmt)["events_per_s"]
             finally:
                 session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-                kafka_clients.admin(settings.kafka).delete_topics([topic])
+                kafka_clients.admin(kafka).delete_topics([topic])
     finally:
         cluster.shutdown()
     return rates

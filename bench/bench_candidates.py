@@ -34,8 +34,9 @@ from tests.support import unique_name
 
 def candidates() -> dict[str, tuple[dict | None, tuple[str, ...]]]:
     """name -> (environment or None for ours, extra `cdc consume` options)."""
-    found = {"baseline": (None, ()), "batch-rows-50": (None, ("--max-batch-rows", "50")),
-             "in-flight-64": (None, ("--max-in-flight", "64"))}
+    found: dict[str, tuple[dict | None, tuple[str, ...]]] = {
+        "baseline": (None, ()), "batch-rows-50": (None, ("--max-batch-rows", "50")),
+        "in-flight-64": (None, ("--max-in-flight", "64"))}
     scylla = os.environ.get("CDC_SCYLLA_DRIVER_DIR", "")
     if scylla and (Path(scylla) / "cassandra").is_dir():
         path = os.pathsep.join(p for p in (scylla, os.environ.get("PYTHONPATH", "")) if p)
@@ -53,8 +54,10 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = Settings.from_env()
+    kafka = settings.kafka
+    assert kafka is not None  # Settings.from_env always sets it
     topic = unique_name("bench_candidates")
-    produce(settings.kafka, topic, 3, records(args.events))
+    produce(kafka, topic, 3, records(args.events))
     cluster, session = cql_session.connect(settings.cassandra)
     runs: dict[str, list[float]] = {name: [] for name in candidates()}
     try:
@@ -69,9 +72,9 @@ def main() -> int:
                 print(f"  round {round_number + 1} {name:15} {rate:>9,.0f} events/s", flush=True)
     finally:
         cluster.shutdown()
-        kafka_clients.admin(settings.kafka).delete_topics([topic])
+        kafka_clients.admin(kafka).delete_topics([topic])
     baseline = statistics.median(runs["baseline"])
-    results = {}
+    results: dict[str, float] = {}
     for name, rates in runs.items():
         median = statistics.median(rates)
         results[f"candidates.{name}_events_per_s"] = round(median)

@@ -188,8 +188,12 @@ def run_raw_driver(session, keyspace: str, stream: list[tuple[bytes, bytes]]) ->
     """The same rows as the consumer writes, inserted with execute_concurrent (decode/map untimed)."""
     mapping = compile_mapping(load_mapping(), describe_tables(session, keyspace), session.prepare, keyspace)
     decoder = Decoder()
-    statements = [(w.target.statements.insert, [*w.values, w.timestamp])
-                  for key, value in stream for w in mapping.writes(decoder.decode("bench", key, value))]
+    statements = []
+    for key, value in stream:
+        for w in mapping.writes(decoder.decode("bench", key, value)):
+            prepared, values = w.target.statements, w.values
+            assert prepared is not None and values is not None  # prepared with the session; an upsert
+            statements.append((prepared.insert, [*values, w.timestamp]))
     start = time.perf_counter()
     execute_concurrent(session, statements, concurrency=100, raise_on_first_error=True, results_generator=False)
     return len(stream) / (time.perf_counter() - start)
@@ -222,9 +226,11 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = Settings.from_env()
+    kafka = settings.kafka
+    assert kafka is not None  # Settings.from_env always sets it
     stream = records(args.events)
     topic = unique_name("bench_consumer")
-    produce(settings.kafka, topic, args.partitions, stream)
+    produce(kafka, topic, args.partitions, stream)
     cluster, session = cql_session.connect(settings.cassandra)
     keyspaces = []
     try:
@@ -238,7 +244,7 @@ def main() -> int:
         for keyspace in keyspaces:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         cluster.shutdown()
-        kafka_clients.admin(settings.kafka).delete_topics([topic])
+        kafka_clients.admin(kafka).delete_topics([topic])
 
     results = {
         "consumer.events_per_s": round(consumer["events_per_s"]),

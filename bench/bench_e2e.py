@@ -143,7 +143,9 @@ class Tap(threading.Thread):
     def run(self) -> None:
         from cdc_consumer import kafka_clients
 
-        consumer = kafka_clients.consumer(Settings.from_env().kafka.with_overrides({}, bootstrap=self.bootstrap),
+        kafka = Settings.from_env().kafka
+        assert kafka is not None  # Settings.from_env always sets it
+        consumer = kafka_clients.consumer(kafka.with_overrides({}, bootstrap=self.bootstrap),
                                           {"group.id": unique_name("tap"), "auto.offset.reset": "earliest",
                                            "enable.auto.commit": False, "topic.metadata.refresh.interval.ms": 1000,
                                            "fetch.wait.max.ms": 10})
@@ -151,10 +153,11 @@ class Tap(threading.Thread):
         try:
             while not self.stop.is_set():
                 for message in consumer.consume(500, 0.1):
-                    if message.error() or message.value() is None:
+                    value = message.value()
+                    if message.error() or value is None:
                         continue
                     self.records += 1
-                    self.bytes += len(message.value()) + len(message.key() or b"")
+                    self.bytes += len(value) + len(message.key() or b"")
                     if message.topic() == self.klines_topic:
                         self._marker(message)
         finally:
@@ -173,6 +176,7 @@ def wait_assigned(settings: Settings, group: str) -> None:
 
     from cdc_consumer import kafka_clients
 
+    assert settings.kafka is not None  # Settings.from_env always sets it
     admin = kafka_clients.admin(settings.kafka)
 
     def assigned() -> bool:
@@ -226,7 +230,7 @@ def measure(settings: Settings, *, fmt: str = "json", rate: float = 2000, second
     admin = psycopg.connect(**settings.postgres.connect_kwargs(), autocommit=True)
     dbname = unique_name("bench_e2e")
     admin.execute(f'CREATE DATABASE "{dbname}"')
-    dsn = make_conninfo(**{**conninfo_to_dict(settings.postgres.dsn), "dbname": dbname})
+    dsn = make_conninfo("", **{**conninfo_to_dict(settings.postgres.dsn), "dbname": dbname})
     keyspace = unique_name("bench")
     cluster, session = cql_session.connect(settings.cassandra)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-"))

@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Protocol
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -125,10 +126,10 @@ class ProductFailed(RuntimeError):
     """A product stopped or failed during its run: the race cannot go on."""
 
 
-class Product:
+class Product(Protocol):
     """Starts a product writing `keyspace` from `topic`; `pids()` are the processes whose CPU counts."""
 
-    name = ""
+    name: str = ""
 
     def start(self, topic: str, keyspace: str) -> None: ...
     def pids(self) -> list[int]: ...
@@ -150,6 +151,7 @@ class CdcConsume(Product):
 
     def check(self) -> None:
         if self.process.poll() is not None:
+            assert self.process.stderr is not None  # stderr=PIPE
             raise ProductFailed(f"cdc consume exited {self.process.returncode}: {self.process.stderr.read()[-2000:]}")
 
     def stop(self) -> None:
@@ -316,6 +318,8 @@ def summary(runs: list[dict]) -> dict:
 
 
 def race(settings: Settings, events: int, rounds: int, partitions: int) -> dict:
+    kafka = settings.kafka
+    assert kafka is not None  # Settings.from_env always sets it
     client = ConnectClient(settings.connect_url)
     install_peer(client, peer_jar())
     start_ts_us = time.time_ns() // 1000
@@ -323,7 +327,7 @@ def race(settings: Settings, events: int, rounds: int, partitions: int) -> dict:
     if len(stream.rows) != events:
         raise RuntimeError("the ticker stream must hold one source row per event")
     topic = unique_name("bench_peer")
-    produce(settings.kafka, topic, partitions, stream.records)
+    produce(kafka, topic, partitions, stream.records)
     cluster, session = cql_session.connect(settings.cassandra)
     cluster.profile_manager.default.row_factory = tuple_factory  # rows as plain tuples
     products = {"datastax": DataStaxSink(client, settings), "cdc": CdcConsume()}
@@ -347,7 +351,7 @@ def race(settings: Settings, events: int, rounds: int, partitions: int) -> dict:
         for keyspace in keyspaces:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         cluster.shutdown()
-        kafka_clients.admin(settings.kafka).delete_topics([topic])
+        kafka_clients.admin(kafka).delete_topics([topic])
     for problem in problems:
         print(f"  ROWS DIFFER: {problem}", file=sys.stderr)
     ours, peer = summary(runs["cdc"]), summary(runs["datastax"])

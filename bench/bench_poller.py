@@ -57,7 +57,7 @@ def fresh_database(settings: PostgresSettings):
     admin = psycopg.connect(**settings.connect_kwargs(), autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        dsn = make_conninfo(**{**conninfo_to_dict(settings.dsn), "dbname": name})
+        dsn = make_conninfo("", **{**conninfo_to_dict(settings.dsn), "dbname": name})
         with psycopg.connect(**PostgresSettings(dsn, settings.password).connect_kwargs()) as conn:
             apply_sql(conn)
         yield PostgresSettings(dsn, settings.password)

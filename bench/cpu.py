@@ -130,6 +130,7 @@ class WakeupProbe:
 
     def __init__(self) -> None:
         self.process = subprocess.Popen([sys.executable, "-c", _PROBE], stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None  # stdout=PIPE
         self.process.stdout.readline()  # its SIGTERM handler is in place: stop() cannot kill it midway
 
     def stop(self) -> list[float]:

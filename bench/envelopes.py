@@ -57,6 +57,7 @@ def _bytes(text: str | None) -> bytes | None:
 def unscaled(value: Decimal, scale: int) -> int:
     """The integer n with value == n * 10**-scale, exactly (ValueError if value has more decimals)."""
     sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int), f"{value} is not finite"
     shift = exponent + scale
     if shift < 0 and any(digits[shift:]):
         raise ValueError(f"{value} has more than {scale} decimals")

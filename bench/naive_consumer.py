@@ -38,6 +38,7 @@ def main() -> int:
     mapping = compile_mapping(load_mapping(), describe_tables(session, args.keyspace), session.prepare,
                               args.keyspace)
     decoder = Decoder()
+    assert settings.kafka is not None  # Settings.from_env always sets it
     consumer = kafka_clients.consumer(settings.kafka, {"group.id": args.group, "enable.auto.commit": True,
                                                        "auto.offset.reset": "earliest"})
     consumer.subscribe([args.topic])
@@ -48,11 +49,16 @@ def main() -> int:
             if message is None or message.error():
                 continue
             first = first or time.perf_counter()
-            event = decoder.decode(message.topic(), message.key(), message.value(), message.headers(),
+            topic = message.topic()
+            assert topic is not None  # a message without error() has its topic
+            event = decoder.decode(topic, message.key(), message.value(), message.headers(),
                                    message.partition(), message.offset())
             for write in mapping.writes(event):  # one synchronous round trip per row
-                session.execute(write.target.statements.insert, [*write.values, write.timestamp])
+                statements, values = write.target.statements, write.values
+                assert statements is not None and values is not None  # prepared with the session; an upsert
+                session.execute(statements.insert, [*values, write.timestamp])
             count += 1
+        assert first is not None  # at least one message (--count > 0)
         seconds = time.perf_counter() - first
     finally:
         consumer.close()

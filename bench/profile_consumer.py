@@ -93,8 +93,10 @@ def main() -> int:
         return 1
 
     settings = Settings.from_env()
+    kafka = settings.kafka
+    assert kafka is not None  # Settings.from_env always sets it
     topic = unique_name("profile_consumer")
-    produce(settings.kafka, topic, 3, records(args.events))
+    produce(kafka, topic, 3, records(args.events))
     cluster, session = cql_session.connect(settings.cassandra)
     keyspace = fresh_keyspace(session)
     out = args.out or Path(tempfile.mkstemp(suffix=".txt")[1])
@@ -118,7 +120,7 @@ def main() -> int:
         process.wait(120)
         session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         cluster.shutdown()
-        kafka_clients.admin(settings.kafka).delete_topics([topic])
+        kafka_clients.admin(kafka).delete_topics([topic])
     stages = fold(out.read_text())
     waiting = stages.pop("waiting", 0)
     total = sum(stages.values())
