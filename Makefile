@@ -35,14 +35,15 @@ lint: venv
 
 # Lint first; then starts the native stack unless it is already running, runs every test, stops what it
 # started; then the cluster tests, after the main stack's tests so the two stacks never compete for the cores.
+# --durations: the slowest tests are in every CI log, to keep `make test` well under its 30 minutes.
 test: venv lint
-	$(STACK) with -- $(BIN)/pytest -q tests --ignore=tests/cluster
+	$(STACK) with -- $(BIN)/pytest -q --durations=15 tests --ignore=tests/cluster
 	$(MAKE) test-cluster
 
 # Only the cluster tests (issue 13): they start a 3 Cassandra + 3 Kafka cluster (`stack up --cassandra-nodes 3
 # --kafka-brokers 3`) in a state dir and on ports of their own, kill nodes under load, and stop it afterwards.
 test-cluster: venv
-	$(BIN)/pytest -q -s tests/cluster
+	$(BIN)/pytest -q -s --durations=5 tests/cluster
 
 # Only the secured-deployment tests: they start `stack up --secure` in a state dir and on ports of their
 # own (beside the open stack) and stop it afterwards; `make test` runs them too.
