@@ -118,8 +118,7 @@ def through_kafka(recs, settings: Settings) -> dict:
     seed.close()
     engine = PriceMoveEngine(hundred_rules())
     client = AlertmanagerClient(settings.alertmanager_url)
-    assert settings.kafka is not None  # Settings.from_env always sets it
-    stream = AlertStream(kafka=settings.kafka, topic=topic, group=f"{topic}-g", engine=engine,
+    stream = AlertStream(kafka=settings.kafka_client, topic=topic, group=f"{topic}-g", engine=engine,
                          alertmanager=client)
     stop = threading.Event()
     started = time.perf_counter()

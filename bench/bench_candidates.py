@@ -54,8 +54,7 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    kafka = settings.kafka
-    assert kafka is not None  # Settings.from_env always sets it
+    kafka = settings.kafka_client
     topic = unique_name("bench_candidates")
     produce(kafka, topic, 3, records(args.events))
     cluster, session = cql_session.connect(settings.cassandra)

@@ -38,8 +38,7 @@ def consumer_rate(env: dict[str, str], stream, events: int, partitions: int, *, 
     """One `cdc consume` over a fresh topic and keyspace, replicated as `cdc init` would on that stack (or
     with one replica of each when `single_replica`)."""
     settings = Settings.from_env(env)
-    kafka = settings.kafka
-    assert kafka is not None  # Settings.from_env always sets it
+    kafka = settings.kafka_client
     topic = unique_name("bench_cluster")
     client = kafka_clients.admin(kafka)
     brokers = 1 if single_replica else len(client.list_topics(timeout=10).brokers)

@@ -226,8 +226,7 @@ def main() -> int:
     args = parser.parse_args()
 
     settings = Settings.from_env()
-    kafka = settings.kafka
-    assert kafka is not None  # Settings.from_env always sets it
+    kafka = settings.kafka_client
     stream = records(args.events)
     topic = unique_name("bench_consumer")
     produce(kafka, topic, args.partitions, stream)

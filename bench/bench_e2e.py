@@ -143,8 +143,7 @@ class Tap(threading.Thread):
     def run(self) -> None:
         from cdc_consumer import kafka_clients
 
-        kafka = Settings.from_env().kafka
-        assert kafka is not None  # Settings.from_env always sets it
+        kafka = Settings.from_env().kafka_client
         consumer = kafka_clients.consumer(kafka.with_overrides({}, bootstrap=self.bootstrap),
                                           {"group.id": unique_name("tap"), "auto.offset.reset": "earliest",
                                            "enable.auto.commit": False, "topic.metadata.refresh.interval.ms": 1000,
@@ -176,8 +175,7 @@ def wait_assigned(settings: Settings, group: str) -> None:
 
     from cdc_consumer import kafka_clients
 
-    assert settings.kafka is not None  # Settings.from_env always sets it
-    admin = kafka_clients.admin(settings.kafka)
+    admin = kafka_clients.admin(settings.kafka_client)
 
     def assigned() -> bool:
         try:

@@ -318,8 +318,7 @@ def summary(runs: list[dict]) -> dict:
 
 
 def race(settings: Settings, events: int, rounds: int, partitions: int) -> dict:
-    kafka = settings.kafka
-    assert kafka is not None  # Settings.from_env always sets it
+    kafka = settings.kafka_client
     client = ConnectClient(settings.connect_url)
     install_peer(client, peer_jar())
     start_ts_us = time.time_ns() // 1000

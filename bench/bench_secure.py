@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_consumer import produce, records, run_consumer  # noqa: E402
 from cdc_consumer import cql_session, kafka_clients, schema  # noqa: E402
-from cdc_consumer.config import KafkaSettings, Settings  # noqa: E402
+from cdc_consumer.config import Settings  # noqa: E402
 from tests.secure.stack import SecureStack  # noqa: E402
 from tests.support import unique_name  # noqa: E402
 
@@ -39,12 +39,6 @@ class Side:
     @property
     def settings(self) -> Settings:
         return Settings.from_env(self.env)
-
-    @property
-    def kafka(self) -> KafkaSettings:
-        kafka = self.settings.kafka
-        assert kafka is not None  # Settings.from_env always sets it
-        return kafka
 
     def admin_session(self):
         """A Cassandra session that may create and drop keyspaces (the secured stack's admin role)."""
@@ -72,11 +66,11 @@ class Side:
             session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
         finally:
             cluster.shutdown()
-        kafka_clients.admin(self.kafka).delete_topics([topic])
+        kafka_clients.admin(self.settings.kafka_client).delete_topics([topic])
 
     def run(self, stream, events: int, partitions: int) -> float:
         topic = unique_name("bench_secure")
-        produce(self.kafka, topic, partitions, stream)
+        produce(self.settings.kafka_client, topic, partitions, stream)
         keyspace = self.fresh_keyspace()
         try:
             return run_consumer(topic, keyspace, events, env=self.env)["events_per_s"]

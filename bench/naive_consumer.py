@@ -38,8 +38,7 @@ def main() -> int:
     mapping = compile_mapping(load_mapping(), describe_tables(session, args.keyspace), session.prepare,
                               args.keyspace)
     decoder = Decoder()
-    assert settings.kafka is not None  # Settings.from_env always sets it
-    consumer = kafka_clients.consumer(settings.kafka, {"group.id": args.group, "enable.auto.commit": True,
+    consumer = kafka_clients.consumer(settings.kafka_client, {"group.id": args.group, "enable.auto.commit": True,
                                                        "auto.offset.reset": "earliest"})
     consumer.subscribe([args.topic])
     count, first = 0, None

@@ -93,8 +93,7 @@ def main() -> int:
         return 1
 
     settings = Settings.from_env()
-    kafka = settings.kafka
-    assert kafka is not None  # Settings.from_env always sets it
+    kafka = settings.kafka_client
     topic = unique_name("profile_consumer")
     produce(kafka, topic, 3, records(args.events))
     cluster, session = cql_session.connect(settings.cassandra)

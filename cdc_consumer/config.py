@@ -197,6 +197,11 @@ class Settings:
     registry_auth: HttpAuth = HttpAuth()
 
     @property
+    def kafka_client(self) -> KafkaSettings:
+        """The Kafka client settings: the loaded ones (`from_env` always loads them), else bare bootstrap servers."""
+        return self.kafka or KafkaSettings(self.kafka_bootstrap)
+
+    @property
     def secrets(self) -> tuple[str, ...]:
         """Every secret value these settings hold (for tests and redaction)."""
         values = [self.postgres.password, self.connect_auth.password, self.registry_auth.password,

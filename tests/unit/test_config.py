@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from cdc_consumer.config import Settings
@@ -67,3 +69,11 @@ def test_alertmanager_url_follows_its_port_unless_given():
     assert Settings.from_env({"CDC_ALERTMANAGER_PORT": "14095"}).alertmanager_url == "http://127.0.0.1:14095"
     assert Settings.from_env({"CDC_ALERTMANAGER_PORT": "14095", "CDC_ALERTMANAGER_URL": "http://am:9093"}
                              ).alertmanager_url == "http://am:9093"
+
+
+def test_kafka_client_settings_are_the_loaded_ones_or_bare_bootstrap_servers():
+    loaded = Settings.from_env({"CDC_KAFKA_PORT": "19092"})
+    assert loaded.kafka_client is loaded.kafka
+    assert loaded.kafka_client.bootstrap == "127.0.0.1:19092"
+    bare = dataclasses.replace(loaded, kafka=None)
+    assert bare.kafka_client.bootstrap == "127.0.0.1:19092" and dict(bare.kafka_client.properties) == {}
