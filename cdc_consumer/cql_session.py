@@ -29,7 +29,7 @@ class _OneLineDriverErrors(logging.Filter):
         if str(record.msg).startswith(self._CONNECT_FAILURES):
             return False
         if record.exc_info and record.exc_info[1] is not None:
-            record.msg = f"{record.getMessage()} {_reason(record.exc_info[1])}"
+            record.msg = f"{record.getMessage()} {reason(record.exc_info[1])}"
             record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
@@ -48,7 +48,7 @@ def ssl_context(cfg: CassandraSettings) -> ssl.SSLContext | None:
         if cfg.ssl_cert:
             context.load_cert_chain(cfg.ssl_cert, cfg.ssl_key, password=cfg.ssl_key_password)
     except (OSError, ssl.SSLError) as exc:
-        raise ServiceUnavailable(f"Cassandra TLS setup failed: {_reason(exc)}") from None
+        raise ServiceUnavailable(f"Cassandra TLS setup failed: {reason(exc)}") from None
     return context
 
 
@@ -80,7 +80,7 @@ def connect(cfg: CassandraSettings, *, keyspace: str | None = None, timeout: flo
     except Exception as exc:  # the driver raises a few other types (e.g. InvalidRequest for a bad keyspace)
         cluster.shutdown()
         raise ServiceUnavailable(f"Cassandra at {','.join(cfg.hosts)}:{cfg.port}: "
-                                 f"{redact(_reason(exc), cfg.secrets)}") from None
+                                 f"{redact(reason(exc), cfg.secrets)}") from None
     return cluster, session
 
 
@@ -94,11 +94,11 @@ def _cause(exc: NoHostAvailable, cfg: CassandraSettings) -> str:
             return "the server requires authentication (set CDC_CASSANDRA_USERNAME/CDC_CASSANDRA_PASSWORD)"
     for error in errors:
         if isinstance(error, ssl.SSLError) or "SSL" in str(error) or "certificate" in str(error):
-            return f"TLS handshake failed: {_reason(error)}{_client_certificate_hint(error, cfg)}"
+            return f"TLS handshake failed: {reason(error)}{_client_certificate_hint(error, cfg)}"
     if errors and not cfg.ssl_ca and any(_looks_like_tls_port(e) for e in errors):
         return ("connection closed during the handshake — the port probably requires TLS "
-                f"(set CDC_CASSANDRA_SSL_CA): {_reason(errors[0])}")
-    reasons = "; ".join(sorted({redact(_reason(e), cfg.secrets) for e in errors})) or str(exc)
+                f"(set CDC_CASSANDRA_SSL_CA): {reason(errors[0])}")
+    reasons = "; ".join(sorted({redact(reason(e), cfg.secrets) for e in errors})) or str(exc)
     return f"unreachable: {reasons}"
 
 
@@ -121,7 +121,8 @@ def _server_message(error: Exception) -> str:
     return text[start + len("message="):].strip(" \"')") if start >= 0 else text
 
 
-def _reason(exc: BaseException) -> str:
+def reason(exc: BaseException) -> str:
+    """A driver error in one line (at most 300 characters), for a user's message; redact it before showing."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]
 

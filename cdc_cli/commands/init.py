@@ -56,9 +56,8 @@ def init(pg_dsn: str, cassandra_hosts: str, cassandra_keyspace: str, kafka: Kafk
                                                                                  cfg.local_dc)
                 count = schema.apply_cql(session, cassandra_keyspace, replication)
             except (DriverException, ConnectionException, ErrorMessage) as exc:  # refused DDL, no schema agreement
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise click.ClickException(f"Cassandra at {','.join(cfg.hosts)}: applying the schema failed: "
-                                           f"{redact(reason, cfg.secrets)}") from None
+                                           f"{redact(cql_session.reason(exc), cfg.secrets)}") from None
             finally:
                 cluster.shutdown()
             click.echo(f"cassandra: keyspace {cassandra_keyspace}: {count} statements applied")
